@@ -1,0 +1,2 @@
+"""Analysis: embeddings, perceptual hashes, near-duplicates and redundancy reports (faiss, imagehash).
+"""

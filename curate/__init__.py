@@ -1,0 +1,2 @@
+"""Curate: crawl Flickr into a catalog, then download, detect, align and crop faces into shards.
+"""

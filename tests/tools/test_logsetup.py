@@ -1,0 +1,22 @@
+"""Registered secrets never reach a log line, whoever formats them."""
+from __future__ import annotations
+
+import logging
+
+from tools.logsetup import register_secrets, setup_logging, summary
+
+
+def test_secret_scrubbed_from_messages_and_tracebacks(capsys):
+    setup_logging(0)
+    register_secrets(["s3cr3t-key-value"])
+    log = logging.getLogger("facesift.test")
+    log.info("calling https://api/?api_key=%s", "s3cr3t-key-value")
+    try:
+        raise ValueError("bad key s3cr3t-key-value")
+    except ValueError:
+        log.exception("failed")
+    summary("stage", key="s3cr3t-key-value", ok=3)
+    out = capsys.readouterr()
+    assert "s3cr3t-key-value" not in out.err + out.out
+    assert "api_key=***" in out.err
+    assert "stage: key=***, ok=3" in out.out

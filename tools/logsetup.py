@@ -1,0 +1,62 @@
+"""Logging set-up shared by every command: one format, secrets scrubbed, a one-line summary.
+
+Secrets (Flickr key and secret) are registered once and replaced by '***' in every record any
+logger emits, whatever code formats them: a traceback that prints a request URL cannot leak
+them either.
+"""
+from __future__ import annotations
+
+import logging
+import sys
+from typing import Iterable
+
+_SECRETS: set[str] = set()
+
+
+def register_secrets(values: Iterable[str | None]) -> None:
+    """Values that must never appear in a log line (short values are ignored: too many false hits)."""
+    _SECRETS.update(v for v in values if v and len(v) >= 4)
+
+
+def scrub(text: str) -> str:
+    for value in _SECRETS:
+        text = text.replace(value, "***")
+    return text
+
+
+class SecretFilter(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        if _SECRETS:
+            message = record.getMessage()
+            record.msg, record.args = scrub(message), None
+            if record.exc_info and not record.exc_text:
+                record.exc_text = logging.Formatter().formatException(record.exc_info)
+            if record.exc_text:
+                record.exc_text = scrub(record.exc_text)
+        return True
+
+
+def setup_logging(verbosity: int = 0, logfile: str | None = None) -> None:
+    """Root logger to stderr (and optionally a file); -v for DEBUG, -q for WARNING."""
+    level = logging.DEBUG if verbosity > 0 else logging.WARNING if verbosity < 0 else logging.INFO
+    handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
+    if logfile:
+        handlers.append(logging.FileHandler(logfile))
+    fmt = logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s", "%H:%M:%S")
+    root = logging.getLogger()
+    for h in list(root.handlers):
+        root.removeHandler(h)
+    for h in handlers:
+        h.setFormatter(fmt)
+        h.addFilter(SecretFilter())
+        root.addHandler(h)
+    root.setLevel(level)
+    for noisy in ("urllib3", "PIL", "matplotlib", "flickrapi", "requests_oauthlib", "oauthlib"):
+        logging.getLogger(noisy).setLevel(max(level, logging.WARNING))
+
+
+def summary(stage: str, **counts: object) -> str:
+    """The one line every command ends with, printed to stdout so scripts can grep it."""
+    line = f"{stage}: " + ", ".join(f"{k}={v}" for k, v in counts.items())
+    print(scrub(line), flush=True)
+    return line
