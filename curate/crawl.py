@@ -1,0 +1,328 @@
+"""The Flickr crawler: keyword searches -> date-window bisection -> our own pager -> catalog rows.
+
+Per query: probe the whole date range (page 1, 500 per page). A window over the 4,000 cap is
+split (crawl_windows.py) and its probe discarded; a window within the cap keeps its probe as
+page 1 and is paged to the end. Every page is committed to the catalog as it arrives (photo id
+is the key, so overlaps and repeats dedupe), and a window is recorded as finished only after
+all its pages are committed, so `kill -9` at any moment loses at most one page and a re-run
+skips finished windows. Queries run one after another (a photo found by two keywords keeps
+the first one's name); windows of a query run on a few threads that share one token bucket.
+"""
+from __future__ import annotations
+
+import collections
+import logging
+import random
+import threading
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
+from typing import Any
+
+from curate.catalog import Catalog
+from curate.crawl_rows import photo_row
+from curate.crawl_windows import Window, pages_needed, parse_date, parts_needed
+from curate.flickr import (DEFAULT_API_URL, URL_ENV, CredentialsError, describe, is_fatal,
+                           is_retryable, make_client)
+from curate.ratelimit import TokenBucket
+from curate.retry import RetriesExhausted, retry_call
+from tools.config import secret
+from tools.logsetup import scrub
+
+log = logging.getLogger(__name__)
+
+DEFAULT_LICENSES = [4, 5, 7, 8, 9, 10]  # derivatives allowed: no ARR (0), no ND (3, 6), no NC
+EXTRA_FIELDS = ["license", "owner_name", "date_upload", "tags", "o_dims"]
+
+
+@dataclass
+class RetryConfig:
+    attempts: int = 6          # tries per API call before the window is left unfinished
+    base_delay: float = 1.0    # seconds; doubles each retry, jittered, capped at max_delay
+    max_delay: float = 60.0
+
+
+@dataclass
+class CrawlConfig:
+    queries: list[str] = field(default_factory=lambda: ["faces"])
+    search: str = "text"                 # "text" (title, description, tags) or "tags"
+    licenses: list[int] = field(default_factory=lambda: list(DEFAULT_LICENSES))
+    min_date: str = "2004-02-10"         # Flickr's launch
+    max_date: str = ""                   # "" = end of today (UTC); fix it to make re-runs skip all
+    limit: int = 0                       # stop once this many photos are catalogued for the queries (0: all)
+    catalog: str = "work/catalog.sqlite"
+    api_url: str = ""                    # "" = $FACESIFT_FLICKR_API_URL, else Flickr's own
+    api_key: str | None = secret()       # prefer $FLICKR_API_KEY
+    api_secret: str | None = secret()    # prefer $FLICKR_API_SECRET
+    rate: float = 3600.0                 # API calls per hour, shared by all threads
+    burst: float = 5.0                   # calls that may be saved up by an idle bucket
+    threads: int = 4
+    per_page: int = 500
+    cap: int = 4000                      # results one query can reach
+    fill: float = 0.75                   # split windows to about this share of the cap
+    size: str = "c"                      # preferred image size suffix (c = 800 px)
+    fallback_sizes: list[str] = field(default_factory=lambda: ["l", "z", "o"])
+    max_pixels: int = 1600 * 1600        # fallback: largest offered size under this many pixels
+    timeout: float = 30.0                # seconds per HTTP request
+    retry: RetryConfig = field(default_factory=RetryConfig)
+    seed: int = 0                        # backoff jitter
+
+
+class LimitReached(Exception):
+    pass
+
+
+class _Stopped(Exception):
+    """Raised inside a worker when the crawl is stopping (limit reached or a fatal error)."""
+
+
+def filter_key(cfg: CrawlConfig) -> str:
+    """What, besides the query and dates, decides a window's results (part of its record)."""
+    return f"{cfg.search};license={','.join(str(x) for x in sorted(set(cfg.licenses)))}"
+
+
+def date_range(cfg: CrawlConfig) -> Window:
+    import datetime as dt
+
+    lo = parse_date(cfg.min_date)
+    if cfg.max_date:
+        hi = parse_date(cfg.max_date)
+        if len(str(cfg.max_date).strip()) == 10:  # a bare date includes the whole day
+            hi += 86399
+    else:
+        today = dt.datetime.now(dt.timezone.utc).date().isoformat()
+        hi = parse_date(today) + 86399
+    if hi < lo:
+        raise ValueError(f"max_date {cfg.max_date!r} is before min_date {cfg.min_date!r}")
+    return Window(lo, hi)
+
+
+class Crawler:
+    """One crawl run: shared client factory, token bucket, counters and catalog."""
+
+    def __init__(self, cfg: CrawlConfig, catalog: Catalog, key: str, api_secret: str,
+                 api_url: str | None = None, progress: bool = True):
+        if cfg.search not in ("text", "tags"):
+            raise ValueError(f"search must be 'text' or 'tags', got {cfg.search!r}")
+        if not 1 <= cfg.per_page <= 500:
+            raise ValueError(f"per_page must be within 1..500, got {cfg.per_page}")
+        self.cfg, self.catalog = cfg, catalog
+        self.api_url = api_url or DEFAULT_API_URL
+        self._key, self._secret = key, api_secret
+        self.bucket = TokenBucket(cfg.rate, cfg.burst)
+        self.rng = random.Random(cfg.seed)
+        self.stats: collections.Counter = collections.Counter()
+        self._lock = threading.Lock()
+        self._local = threading.local()
+        self._stop = threading.Event()
+        self._filter = filter_key(cfg)
+        self._extras = ",".join(EXTRA_FIELDS + [f"url_{s}" for s in
+                                                dict.fromkeys([cfg.size, *cfg.fallback_sizes])])
+        self.progress = progress
+        self._catalogued = 0
+        self._bar = None
+        self.failed_windows: list[tuple[str, Window, str]] = []
+
+    # -- API ---------------------------------------------------------------------------------
+    def _client(self):
+        client = getattr(self._local, "client", None)
+        if client is None:
+            client = make_client(self._key, self._secret, self.api_url, self.cfg.timeout)
+            self._local.client = client
+        return client
+
+    def _count(self, **counts: int) -> None:
+        with self._lock:
+            self.stats.update(counts)
+
+    def search(self, query: str, window: Window, page: int) -> dict:
+        """One `flickr.photos.search` page, retried with backoff on transient failures."""
+        params: dict[str, Any] = {
+            self.cfg.search: query, "min_upload_date": window.lo, "max_upload_date": window.hi,
+            "license": ",".join(str(x) for x in sorted(set(self.cfg.licenses))),
+            "extras": self._extras, "per_page": self.cfg.per_page, "page": page,
+            "sort": "date-posted-desc", "content_type": 1, "media": "photos"}
+
+        def call() -> dict:
+            if self._stop.is_set():
+                raise _Stopped()
+            self.bucket.acquire()
+            self._count(api_calls=1)
+            answer = self._client().photos.search(**params)
+            if not isinstance(answer, dict) or "photos" not in answer:
+                raise ValueError(f"unexpected answer without 'photos': {str(answer)[:200]}")
+            return answer
+
+        def on_retry(attempt: int, exc: BaseException, delay: float) -> None:
+            self._count(retries=1)
+            log.info("%r %s page %d: %s (attempt %d/%d); retrying in %.1fs", query, window, page,
+                     describe(exc), attempt, self.cfg.retry.attempts, delay)
+
+        r = self.cfg.retry
+        return retry_call(call, is_retryable, r.attempts, r.base_delay, r.max_delay, self.rng,
+                          sleep=self._stop.wait, on_retry=on_retry)
+
+    # -- one page, one window ----------------------------------------------------------------
+    def _commit_page(self, query: str, answer: dict) -> int:
+        """Filter and catalogue one page of results; returns how many rows were new."""
+        rows, reasons = [], collections.Counter()
+        for photo in answer["photos"].get("photo") or []:
+            row, reason = photo_row(photo, query, self.cfg.licenses, self.cfg.size,
+                                    self.cfg.max_pixels)
+            if row is None:
+                reasons[f"rejected_{reason}"] += 1
+            else:
+                rows.append(row)
+        with self._lock:  # one writer at a time; the limit is checked under the same lock
+            if self.cfg.limit:
+                room = self.cfg.limit - self._catalogued
+                if room <= 0:
+                    raise LimitReached()
+                # Rows already in the catalog do not count against the room; trim only new ones.
+                fresh = [r for r in rows if self.catalog.get(r["id"]) is None]
+                if len(fresh) > room:
+                    keep = {r["id"] for r in fresh[:room]}
+                    trimmed = [r for r in rows if r["id"] in keep]
+                    new = self.catalog.add_photos(trimmed)
+                    self._catalogued += new
+                    self.stats.update(pages=1, photos_new=new)
+                    self._stop.set()
+                    if self._bar is not None:
+                        self._bar.update(new)
+                    raise LimitReached()  # this window is not finished: not recorded as done
+            new = self.catalog.add_photos(rows)
+            self._catalogued += new
+            self.stats.update(reasons)
+            self.stats.update(pages=1, photos_new=new, duplicates=len(rows) - new)
+            if self.cfg.limit and self._catalogued >= self.cfg.limit:
+                self._stop.set()
+        if self._bar is not None:  # with a limit the bar counts new photos, else results seen
+            self._bar.update(new if self.cfg.limit else len(answer["photos"].get("photo") or []))
+        return new
+
+    def crawl_window(self, query: str, window: Window) -> list[Window]:
+        """Crawl one window; returns the children to crawl if it had to be split."""
+        cfg = self.cfg
+        rec = self.catalog.get_window(query, self._filter, window.lo, window.hi)
+        if rec and rec["status"] in ("done", "capped"):
+            self._count(windows_skipped=1)
+            return []
+        if rec and rec["status"] == "split":
+            return window.split(rec["children"])
+        try:
+            first = self.search(query, window, 1)
+            total = int(first["photos"]["total"])
+            if total > cfg.cap and window.lo < window.hi:
+                parts = parts_needed(total, cfg.cap, cfg.fill)
+                with self._lock:
+                    self.catalog.set_window(query, self._filter, window.lo, window.hi, "split",
+                                            total=total, children=parts, calls=1)
+                    self.stats.update(windows_split=1, ideal_calls=1)
+                if self._bar is not None and self._bar.total is None:
+                    self._bar.total = total
+                    self._bar.refresh()
+                log.debug("%r %s: %d results > cap, split in %d", query, window, total, parts)
+                return window.split(parts)
+            if self._bar is not None and self._bar.total is None and rec is None:
+                self._bar.total = total  # the first probe: the whole query's size
+            pages = pages_needed(total, cfg.cap, cfg.per_page)
+            seen = {str(p["id"]) for p in first["photos"].get("photo") or []}
+            self._commit_page(query, first)
+            for page in range(2, pages + 1):
+                answer = self.search(query, window, page)
+                seen.update(str(p["id"]) for p in answer["photos"].get("photo") or [])
+                self._commit_page(query, answer)
+            status = "capped" if total > cfg.cap else "done"
+            if len(seen) < min(total, cfg.cap):
+                # Flickr's totals drift (deletions, privacy changes); note it, nothing to redo.
+                log.debug("%r %s: total %d but %d distinct photos came back", query, window,
+                          total, len(seen))
+                self._count(short_windows=1)
+            with self._lock:
+                self.catalog.set_window(query, self._filter, window.lo, window.hi, status,
+                                        total=total, photos=len(seen), calls=pages)
+                self.stats.update({f"windows_{status}": 1, "ideal_calls": pages})
+            if status == "capped":
+                log.warning("%r %s: %d results within one second; only the first %d are reachable",
+                            query, window, total, cfg.cap)
+            return []
+        except (_Stopped, LimitReached):
+            return []
+        except Exception as exc:  # noqa: BLE001 - sorted below
+            if is_fatal(exc):
+                self._stop.set()
+                raise
+            last = exc.last if isinstance(exc, RetriesExhausted) else exc
+            why = scrub(describe(last))
+            if isinstance(exc, RetriesExhausted):
+                why = f"{why} (after {exc.attempts} attempts)"
+            with self._lock:
+                self.catalog.set_window(query, self._filter, window.lo, window.hi, "failed",
+                                        error=why)
+                self.stats.update(windows_failed=1)
+                self.failed_windows.append((query, window, why))
+            log.warning("%r %s left unfinished: %s; re-run to retry it", query, window, why)
+            return []
+
+    # -- a whole query -------------------------------------------------------------------------
+    def crawl_query(self, query: str, root: Window) -> None:
+        self._bar = None
+        if self.progress:
+            from tqdm import tqdm
+            self._bar = tqdm(desc=f"crawl {query!r}", unit="photo", dynamic_ncols=True,
+                             total=(self.cfg.limit - self._catalogued) if self.cfg.limit else None)
+        try:
+            with ThreadPoolExecutor(max_workers=max(1, self.cfg.threads),
+                                    thread_name_prefix="crawl") as pool:
+                running: dict[Future, Window] = {pool.submit(self.crawl_window, query, root): root}
+                try:
+                    while running:
+                        done, _ = wait(running, return_when=FIRST_COMPLETED)
+                        for fut in done:
+                            running.pop(fut)
+                            for child in fut.result():
+                                running[pool.submit(self.crawl_window, query, child)] = child
+                        if self._bar is not None:
+                            self._bar.set_postfix(calls=self.stats["api_calls"],
+                                                  windows=len(running), refresh=False)
+                except BaseException:
+                    self._stop.set()
+                    for fut in running:
+                        fut.cancel()
+                    raise
+        finally:
+            if self._bar is not None:
+                self._bar.close()
+
+    def run(self) -> collections.Counter:
+        root = date_range(self.cfg)
+        queries = list(dict.fromkeys(q.strip() for q in self.cfg.queries if q.strip()))
+        if not queries:
+            raise ValueError("no query given: pass --query KEYWORD (repeatable)")
+        if self.cfg.limit:
+            self._catalogued = self.catalog.count(queries)
+        for query in queries:
+            if self._stop.is_set():
+                break
+            log.info("crawling %r over %s", query, root)
+            self.crawl_query(query, root)
+        self.stats["limit_reached"] = int(bool(self.cfg.limit) and self._catalogued >= self.cfg.limit)
+        return self.stats
+
+
+def crawl(cfg: CrawlConfig, progress: bool = True) -> collections.Counter:
+    """Run a crawl as configured; raises CredentialsError when a person must fix the key."""
+    from curate.flickr import credentials
+    from tools.config import env_or
+    key, api_secret = credentials(cfg.api_key, cfg.api_secret)
+    api_url = env_or(cfg.api_url, URL_ENV) or DEFAULT_API_URL
+    with Catalog(cfg.catalog) as catalog:
+        crawler = Crawler(cfg, catalog, key, api_secret, api_url, progress=progress)
+        try:
+            return crawler.run()
+        except CredentialsError:
+            raise
+        except Exception as exc:
+            if is_fatal(exc):
+                raise CredentialsError(f"the API refused the key: {describe(exc)} "
+                                       f"(check FLICKR_API_KEY / api_key)") from exc
+            raise

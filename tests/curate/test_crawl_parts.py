@@ -1,0 +1,144 @@
+"""The crawler's small parts: windows, rows and filters, retry/backoff, token bucket, errors."""
+from __future__ import annotations
+
+import json
+import random
+import threading
+
+import pytest
+import requests
+from flickrapi.exceptions import FlickrError
+
+from curate.crawl_rows import choose_url, opted_out, photo_row
+from curate.crawl_windows import Window, pages_needed, parse_date, parts_needed
+from curate.flickr import CredentialsError, credentials, describe, is_fatal, is_retryable
+from curate.ratelimit import TokenBucket
+from curate.retry import RetriesExhausted, backoff_delays, retry_call
+
+
+@pytest.mark.parametrize("parts", [1, 2, 3, 7, 16])
+def test_window_split_covers_exactly(parts):
+    w = Window(1_000, 1_000 + 86_400 * 5 - 1)
+    kids = w.split(parts)
+    assert len(kids) == parts and kids[0].lo == w.lo and kids[-1].hi == w.hi
+    assert all(a.hi + 1 == b.lo for a, b in zip(kids, kids[1:]))  # no gap, no overlap
+    assert sum(k.span for k in kids) == w.span
+    assert Window(5, 6).split(10) == [Window(5, 5), Window(6, 6)]
+
+
+def test_parts_and_pages():
+    assert parts_needed(4_001, 4_000) == 2
+    assert parts_needed(12_000, 4_000, 0.75) == 4
+    assert pages_needed(0, 4_000, 500) == 1 and pages_needed(3_000, 4_000, 500) == 6
+    assert pages_needed(9_999, 4_000, 500) == 8  # only the first 4,000 are reachable
+    assert parse_date("2010-01-01") == 1262304000 == parse_date("1262304000")
+    with pytest.raises(ValueError):
+        parse_date("yesterday")
+
+
+def _photo(**kw) -> dict:
+    p = {"id": "51", "owner": "1@N01", "ownername": "ann", "license": "4", "title": "a face",
+         "tags": "faces portrait", "dateupload": "1300000000",
+         "url_c": "http://h/c.jpg", "width_c": 800, "height_c": 600,
+         "url_z": "http://h/z.jpg", "width_z": "640", "height_z": "480",
+         "url_o": "http://h/o.jpg", "width_o": "4000", "height_o": "3000"}
+    p.update(kw)
+    return p
+
+
+def test_photo_row_filters_and_types():
+    row, why = photo_row(_photo(), "faces", [4, 5])
+    assert why is None and row["license"] == 4 and row["dateupload"] == 1300000000
+    assert (row["url"], row["width"], row["height"]) == ("http://h/c.jpg", 800, 600)
+    assert photo_row(_photo(license="0"), "faces", [4, 5]) == (None, "license")
+    assert photo_row(_photo(license="6"), "faces", [4, 5]) == (None, "license")
+    assert photo_row(_photo(tags="faces no_cv"), "faces", [4]) == (None, "no_cv")
+    assert opted_out("NOCV x") and not opted_out("no_cvx")
+    # No url_c: the largest size under the pixel cap (z, not the 12 MP original).
+    p = _photo()
+    del p["url_c"]
+    assert choose_url(p, "c", 1600 * 1600) == ("http://h/z.jpg", 640, 480)
+    assert choose_url(p, "c", 20_000_000)[0] == "http://h/o.jpg"
+    assert photo_row({"id": "1", "license": "4", "tags": ""}, "q", [4]) == (None, "no_url")
+
+
+def test_retry_call_backoff_and_outcomes():
+    sleeps = []
+    calls = {"n": 0}
+
+    def flaky():
+        calls["n"] += 1
+        if calls["n"] < 3:
+            raise TimeoutError("slow")
+        return "ok"
+
+    assert retry_call(flaky, lambda e: isinstance(e, TimeoutError), attempts=5, base_delay=1,
+                      max_delay=10, rng=random.Random(0), sleep=sleeps.append) == "ok"
+    assert calls["n"] == 3 and len(sleeps) == 2
+    assert 0.5 <= sleeps[0] < 1 and 1 <= sleeps[1] < 2  # exponential, jittered
+
+    def fatal():
+        raise KeyError("no")
+    with pytest.raises(KeyError):
+        retry_call(fatal, lambda e: False, sleep=sleeps.append)
+
+    def always():
+        raise TimeoutError("down")
+    with pytest.raises(RetriesExhausted) as info:
+        retry_call(always, lambda e: True, attempts=4, base_delay=0.01, sleep=lambda s: None)
+    assert info.value.attempts == 4 and isinstance(info.value.last, TimeoutError)
+    delays = list(backoff_delays(8, 1.0, 5.0, random.Random(1)))
+    assert len(delays) == 7 and max(delays) < 5.0 and len(set(delays)) == 7
+
+
+def test_token_bucket_limits_rate_across_threads():
+    now = [0.0]
+    lock = threading.Lock()
+
+    def clock():
+        with lock:
+            return now[0]
+
+    def sleep(s):
+        with lock:
+            now[0] += s
+
+    bucket = TokenBucket(3600, burst=1, clock=clock, sleep=sleep)  # 1 call per second
+    threads = [threading.Thread(target=lambda: [bucket.acquire() for _ in range(5)])
+               for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    # 20 calls at 1/s with one saved token: at least 19 simulated seconds passed.
+    assert now[0] >= 19 - 1e-6
+    with pytest.raises(ValueError):
+        TokenBucket(0)
+
+
+def test_error_classification():
+    assert is_retryable(FlickrError("Error: 105: Service currently unavailable", code=105))
+    assert is_retryable(FlickrError("Error: 201: not available", code=201))
+    assert not is_retryable(FlickrError("Error: 100: Invalid API Key", code=100))
+    assert is_fatal(FlickrError("Error: 100: Invalid API Key", code=100))
+    assert not is_retryable(FlickrError("Error: 3: parameterless", code=3))
+    assert is_retryable(FlickrError("do_request: Status code 503 received"))
+    assert is_retryable(FlickrError("do_request: Status code 500 received"))
+    assert not is_retryable(FlickrError("do_request: Status code 404 received"))
+    assert describe(FlickrError("do_request: Status code 503 received")) == "HTTP 503"
+    assert is_retryable(requests.ConnectionError("reset"))
+    assert is_retryable(requests.ReadTimeout("slow"))
+    assert is_retryable(json.JSONDecodeError("x", "<html>", 0))
+    assert not is_retryable(ValueError("bad"))
+
+
+def test_credentials(monkeypatch):
+    monkeypatch.delenv("FLICKR_API_KEY", raising=False)
+    monkeypatch.delenv("FLICKR_API_SECRET", raising=False)
+    with pytest.raises(CredentialsError, match="FLICKR_API_KEY and FLICKR_API_SECRET"):
+        credentials(None, None)
+    monkeypatch.setenv("FLICKR_API_KEY", "envkey123")
+    with pytest.raises(CredentialsError, match="FLICKR_API_SECRET"):
+        credentials(None, None)
+    assert credentials(None, "cfgsecret") == ("envkey123", "cfgsecret")
+    assert credentials("cfgkey", "cfgsecret") == ("cfgkey", "cfgsecret")
