@@ -7,4 +7,11 @@
 - flickr.py         flickrapi client, credentials, which failures are fatal / transient
 - ratelimit.py      token bucket shared by all threads (calls per hour)
 - retry.py          jittered exponential backoff around any flaky call (crawler and downloader)
+- config.py         CurateConfig: download / detect / filter / align / shards options
+- sources.py        catalog, --from-dir or --from-urls into one ledger; licence URLs
+- download.py       thread-pool fetch + decode, ordered and bounded; sniffing, caps, EXIF, sha256
+- detect.py         Detector interface (boxes, scores, 5 landmarks); mtcnn and scrfd backends
+- filters.py        inter-ocular, yaw, sharpness; the face filters with per-reason counts
+- align.py          similarity transform (Umeyama) onto a loose 5-point template, anti-aliased warp
+- pipeline.py       curate orchestration: overlap download/detect/write, resume, reconcile, --part
 """

@@ -30,9 +30,9 @@ def read_index(path: str | Path) -> dict[str, Any]:
 
 
 def write_index(directory: str | Path, shardlist: list[dict[str, Any]], name: str = "faces",
-                **extra: Any) -> Path:
-    """Rewrite `directory/index.json` atomically. Entries: {"url", "nsamples", "sha256"}."""
-    path = Path(directory) / INDEX_NAME
+                filename: str = INDEX_NAME, **extra: Any) -> Path:
+    """Rewrite `directory/<filename>` (default index.json) atomically. Entries: {"url", "nsamples", "sha256"}."""
+    path = Path(directory) / filename
     atomic_write_json(path, {"wids_version": 1, "name": name, "shardlist": shardlist, **extra})
     return path
 

@@ -1,0 +1,64 @@
+"""Redundancy-aware data selection for `facesift shards split`: nested and deterministic.
+
+`cluster-balanced`: the k-means clusters of `facesift redundancy` (clusters.tsv) are visited
+round-robin — every cluster gives its first member (by key hash), then every cluster its
+second, and so on — and a fraction f takes the first f*N keys of that order. Small fractions
+therefore spread over all clusters instead of mirroring the redundancy of the crawl (a burst
+of 200 near-identical shots of one owner costs one slot per round, not 200/N of the budget).
+Because every fraction is a prefix of one fixed order, 2% ⊂ 10% ⊂ 100% holds by construction.
+Keys the clustering has not seen (added after it ran) count as clusters of their own.
+"""
+from __future__ import annotations
+
+from collections import defaultdict
+from pathlib import Path
+from typing import Iterable, Sequence
+
+from shards.split import key_score
+
+CLUSTERS_FILE = "clusters.tsv"
+
+
+def read_clusters(path: str | Path) -> dict[str, int]:
+    """key -> cluster from `clusters.tsv` (or a redundancy output directory holding one)."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / CLUSTERS_FILE
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no cluster assignments (run `facesift redundancy` first)")
+    out = {}
+    for n, line in enumerate(path.read_text().splitlines()):
+        parts = line.split("\t")
+        if n == 0 and parts[0] == "key":
+            continue
+        if len(parts) >= 2 and parts[1].lstrip("-").isdigit():
+            out[parts[0]] = int(parts[1])
+    return out
+
+
+def balanced_order(keys: Iterable[str], clusters: dict[str, int], seed: int = 0) -> list[str]:
+    """All keys in round-robin-over-clusters order (see module docstring)."""
+    members: dict[object, list[str]] = defaultdict(list)
+    for key in keys:
+        members[clusters.get(key, ("unclustered", key))].append(key)
+    ranked = []
+    for cluster, ks in members.items():
+        ks.sort(key=lambda k: key_score(k, seed))
+        tie = key_score(f"cluster:{cluster}", seed)
+        ranked.extend((rank, tie, k) for rank, k in enumerate(ks))
+    ranked.sort()
+    return [k for _, _, k in ranked]
+
+
+def cluster_balanced_splits(keys: Sequence[str], fractions: Sequence[float], clusters: dict[str, int],
+                            seed: int = 0) -> dict[float, list[str]]:
+    """{fraction: keys}, each list in the order of `keys` (index order), nested by construction."""
+    keys = list(keys)
+    order = balanced_order(keys, clusters, seed)
+    position = {k: p for p, k in enumerate(order)}
+    n = len(keys)
+    out = {}
+    for f in fractions:
+        take = n if f >= 1.0 else int(round(f * n))
+        out[f] = [k for k in keys if position[k] < take]
+    return out

@@ -1,0 +1,379 @@
+"""`curate` orchestration: pending photos → download → detect → filter/align → shards.
+
+The stages overlap so the detector is the only thing the run waits on:
+
+    download threads (fetch + decode, ordered, bounded)  ─►  main thread: dedupe, batch,
+    detect  ─►  encode threads (filter, align, jpeg, hashes)  ─►  bounded queue of futures
+    ─►  sink thread: write shards in input order, catalog statuses
+
+Exactly-once: a photo becomes `done` only in the shard writer's commit callback (after its
+shard is renamed); photos with no accepted face, failures and duplicates are recorded when seen
+(nothing is lost by redoing them). On start, the shards that may hold un-acknowledged photos
+are read back and those photos marked done (a kill between rename and catalog update).
+`--part K/N` keeps the photos whose id hashes into slice K and writes its own shard range.
+"""
+from __future__ import annotations
+
+import collections
+import concurrent.futures as cf
+import dataclasses
+import io
+import json
+import logging
+import os
+import queue
+import sqlite3
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator
+
+from PIL import Image
+
+from curate.config import CurateConfig, parse_part
+from curate.download import Fetched, download
+from curate.sources import license_url, open_source
+from shards.format import make_key
+from shards.reader import iter_samples
+from shards.split import key_score
+from shards.writer import ShardWriter, part_prefix, part_suffix
+from tools.config import save_config
+
+log = logging.getLogger(__name__)
+
+STATUS_FLUSH = 256  # buffered no_face/failed/skipped statuses written per transaction
+
+
+@dataclass
+class RunCounts:
+    """What happened in this run (the summary line and stats.json)."""
+    photos: collections.Counter = field(default_factory=collections.Counter)   # by status
+    rejected: collections.Counter = field(default_factory=collections.Counter)  # faces, by filter
+    faces: int = 0
+    recovered: int = 0
+    bytes: int = 0
+
+
+def in_part(photo_id: str, part: tuple[int, int] | None, seed: int = 0) -> bool:
+    """Deterministic slice membership by photo-id hash."""
+    if part is None:
+        return True
+    k, n = part
+    return int(key_score(str(photo_id), seed) * n) == k
+
+
+def photos_in_shard(path: Path) -> dict[str, str | None]:
+    """{photo_id: sha256} of the faces stored in one shard (from the json members)."""
+    out: dict[str, str | None] = {}
+    for sample in iter_samples(str(path), extensions={"json"}):
+        meta = json.loads(sample["json"])
+        out[str(meta["photo_id"])] = meta.get("sha256")
+    return out
+
+
+def known_hashes(catalog_path: Path) -> dict[str, str]:
+    """sha256 → photo id of photos already curated (done or no_face), for exact-duplicate skips."""
+    con = sqlite3.connect(f"{Path(catalog_path).resolve().as_uri()}?mode=ro", uri=True, timeout=60)
+    try:
+        rows = con.execute("SELECT sha256, id FROM photos WHERE sha256 IS NOT NULL "
+                           "AND status IN ('done', 'no_face') ORDER BY id").fetchall()
+    finally:
+        con.close()
+    out: dict[str, str] = {}
+    for sha, pid in rows:
+        out.setdefault(sha, pid)
+    return out
+
+
+def reconcile(writer: ShardWriter, catalog) -> int:
+    """Mark done the photos found in complete shards whose catalog row is still pending."""
+    updates = []
+    for shard in writer.recover():
+        for pid, sha in photos_in_shard(shard).items():
+            row = catalog.get(pid)
+            if row is not None and row["status"] == "pending":
+                updates.append((pid, "done", None, sha))
+    if updates:
+        catalog.set_status_many(updates)
+        log.info("recovered %d photos from shards completed by an interrupted run", len(updates))
+    return len(updates)
+
+
+# ---- per photo ---------------------------------------------------------------------------------
+
+def encode_jpeg(image: Image.Image, quality: int) -> bytes:
+    buf = io.BytesIO()
+    image.save(buf, format="JPEG", quality=quality)
+    return buf.getvalue()
+
+
+def _provenance(row: dict, fetched: Fetched) -> dict:
+    return {
+        "photo_id": str(row["id"]), "source": row.get("source") or "flickr",
+        "license": row.get("license"), "license_url": license_url(row.get("license")),
+        "owner": row.get("owner"), "ownername": row.get("ownername"), "title": row.get("title"),
+        "query": row.get("query"), "url": row.get("url"), "sha256": fetched.sha256,
+    }
+
+
+def face_samples(fetched: Fetched, dets, cfg: CurateConfig, detector_name: str
+                 ) -> tuple[list[dict], collections.Counter]:
+    """The shard samples (key, jpg, json) of one photo ([] when no face passes the filters) and
+    the per-filter rejection counts. Pure: runs on the encode thread pool."""
+    rejected: collections.Counter = collections.Counter()
+    import imagehash
+
+    from curate.align import align_face, resize_center_crop
+    from curate.filters import estimate_yaw, interocular, select_faces, sharp_enough, sharpness
+
+    image = Image.fromarray(fetched.image)
+    h, w = fetched.image.shape[:2]
+    if fetched.source_size:
+        w, h = fetched.source_size  # the size the photo has, even when decoded at reduced scale
+    base = _provenance(fetched.row, fetched)
+    size = cfg.align.crop_size
+    crops: list[tuple[Image.Image, dict]] = []
+    if dets is None:  # --detector none: the whole image
+        crop = resize_center_crop(image, size)
+        crops.append((crop, {"bbox": [0.0, 0.0, float(w), float(h)], "landmarks": None, "score": None,
+                             "yaw": None, "interocular": None}))
+    else:
+        yaws, iods = estimate_yaw(dets.landmarks), interocular(dets.landmarks)
+        for i in select_faces(dets, cfg.filter, rejected):
+            crop, _ = align_face(image, dets.landmarks[i], cfg.align)
+            crops.append((crop, {
+                "bbox": [round(float(v), 2) for v in dets.boxes[i]],
+                "landmarks": [[round(float(x), 2), round(float(y), 2)] for x, y in dets.landmarks[i]],
+                "score": round(float(dets.scores[i]), 5), "yaw": round(float(yaws[i]), 2),
+                "interocular": round(float(iods[i]), 2)}))
+    samples = []
+    for crop, geo in crops:
+        sharp = sharpness(crop)
+        if dets is not None and not sharp_enough(sharp, cfg.filter, rejected):
+            continue
+        index = len(samples)
+        meta = {**base, "face_index": index, **geo, "source_size": [w, h], "detector": detector_name,
+                "crop_size": size, "phash": str(imagehash.phash(crop)), "dhash": str(imagehash.dhash(crop)),
+                "sharpness": round(sharp, 3)}
+        samples.append({"__key__": make_key(base["photo_id"], index),
+                        "jpg": encode_jpeg(crop, cfg.align.jpeg_quality), "json": meta})
+    return samples, rejected
+
+
+# ---- the sink thread ---------------------------------------------------------------------------
+
+class Sink(threading.Thread):
+    """Writes shards in input order (crops come from the encode pool as futures) and owns every
+    catalog write of the run."""
+
+    def __init__(self, cfg: CurateConfig, writer: ShardWriter, catalog, counts: RunCounts,
+                 detector_name: str, maxsize: int):
+        super().__init__(name="curate-sink", daemon=True)
+        self.cfg, self.writer, self.catalog, self.counts = cfg, writer, catalog, counts
+        self.detector_name = detector_name
+        self.inbox: queue.Queue = queue.Queue(maxsize=maxsize)
+        self.statuses: list[tuple] = []
+        self.error: BaseException | None = None
+        self.processed = 0
+        self.lock = threading.Lock()
+        self.stop = threading.Event()  # no more input: finish what is queued, then end
+
+    def status(self, pid: str, status: str, error: str | None, sha: str | None) -> None:
+        self.statuses.append((pid, status, error, sha))
+        self.counts.photos[status] += 1
+        if len(self.statuses) >= STATUS_FLUSH:
+            self.flush()
+
+    def flush(self) -> None:
+        if self.statuses:
+            self.catalog.set_status_many(self.statuses)
+            self.statuses = []
+
+    def on_commit(self, groups: list[tuple[str, str | None]]) -> None:
+        self.flush()
+        self.catalog.set_status_many([(pid, "done", None, sha) for pid, sha in groups])
+
+    def run(self) -> None:
+        try:
+            while True:
+                try:
+                    item = self.inbox.get(timeout=0.5)
+                except queue.Empty:
+                    if self.stop.is_set():
+                        break
+                    continue
+                if item is None:
+                    break
+                kind, payload = item
+                if kind == "status":
+                    self.status(*payload)
+                else:
+                    fetched, future = payload
+                    pid = str(fetched.row["id"])
+                    try:
+                        samples, rejected = future.result()
+                    except Exception as exc:  # one odd photo (degenerate landmarks ...) is a counted skip
+                        log.warning("photo %s: %s: %s", pid, type(exc).__name__, exc)
+                        self.status(pid, "failed", f"processing error: {type(exc).__name__}: {exc}"[:500],
+                                    fetched.sha256)
+                        samples, rejected = None, collections.Counter()
+                    self.counts.rejected.update(rejected)
+                    if samples is None:
+                        pass
+                    elif samples:
+                        self.writer.write_group(samples, meta=(pid, fetched.sha256))
+                        self.counts.faces += len(samples)
+                        self.counts.photos["done"] += 1
+                    else:
+                        self.status(pid, "no_face", "no face passed the detector and filters", fetched.sha256)
+                with self.lock:
+                    self.processed += 1
+            self.flush()
+        except BaseException as exc:  # surfaced by the main thread
+            self.error = exc
+            while not self.stop.is_set():  # keep draining so the producer never blocks on a dead consumer
+                try:
+                    if self.inbox.get(timeout=0.5) is None:
+                        break
+                except queue.Empty:
+                    continue
+
+    def put(self, item) -> None:
+        while True:
+            if self.error is not None:
+                raise RuntimeError("curate writer thread failed") from self.error
+            try:
+                self.inbox.put(item, timeout=0.5)
+                return
+            except queue.Full:
+                continue
+
+
+# ---- the run -----------------------------------------------------------------------------------
+
+def requeue_failed(catalog, part: tuple[int, int] | None, seed: int) -> int:
+    """`--retry-failed`: put this part's failed photos (timeouts, 5xx ...) back to pending."""
+    failed = [r["id"] for r in catalog.all_photos()
+              if r["status"] == "failed" and in_part(str(r["id"]), part, seed)]
+    if failed:
+        catalog.set_status_many([(pid, "pending", None, None) for pid in failed])
+    return len(failed)
+
+
+def work_rows(catalog, part: tuple[int, int] | None, seed: int, limit: int) -> list[dict]:
+    rows = [r for r in catalog.pending() if in_part(str(r["id"]), part, seed)]
+    return rows[:limit] if limit else rows
+
+
+def _batches(fetched: Iterator[Fetched], sink: Sink, seen: dict[str, str], batch: int,
+             dedupe: bool, counts: RunCounts) -> Iterator[list[Fetched]]:
+    """Failures and duplicates go straight to the sink; decoded images are grouped for the detector."""
+    pending: list[Fetched] = []
+    for f in fetched:
+        pid = str(f.row["id"])
+        counts.bytes += f.nbytes
+        if f.error is not None:
+            sink.put(("status", (pid, "failed", f.error[:500], f.sha256)))
+            continue
+        if dedupe and f.sha256 in seen and seen[f.sha256] != pid:
+            sink.put(("status", (pid, "skipped", f"exact duplicate of {seen[f.sha256]}", f.sha256)))
+            continue
+        seen.setdefault(f.sha256, pid)
+        pending.append(f)
+        if len(pending) >= batch:
+            yield pending
+            pending = []
+    if pending:
+        yield pending
+
+
+def run_curate(cfg: CurateConfig, progress: bool = True) -> RunCounts:
+    """Curate every pending photo of the configured source (or part) into shards under `cfg.out`."""
+    from tqdm import tqdm
+
+    from curate.catalog import Catalog
+    from curate.detect import build_detector
+
+    part = parse_part(cfg.part)
+    part_text = f"{part[0]}/{part[1]}" if part else None
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    suffix = part_suffix(part)
+    save_config(cfg, out / f"curate-config{suffix}.yaml")
+    catalog_path = open_source(cfg)
+    if cfg.detect.backend not in ("mtcnn", "scrfd", "none"):
+        raise ValueError(f"unknown detector {cfg.detect.backend!r}: choose mtcnn, scrfd or none")
+    detector_name = cfg.detect.backend
+    fetch_cfg = cfg.download
+    if detector_name == "none" and not fetch_cfg.draft:  # whole images: decode JPEGs at ≈ output scale
+        fetch_cfg = dataclasses.replace(fetch_cfg, draft=cfg.align.crop_size)
+    counts = RunCounts()
+    stats_path = out / f"stats{suffix}.json"
+    previous = json.loads(stats_path.read_text()) if stats_path.exists() else {}
+
+    with Catalog(catalog_path) as catalog:
+        def stats() -> dict:
+            totals = collections.Counter(previous.get("rejected_total", {}))
+            totals.update(counts.rejected)
+            return {"catalog": str(catalog_path), "part": part_text, "detector": detector_name,
+                    "crop_size": cfg.align.crop_size, "faces_total": previous.get("faces_total", 0) + counts.faces,
+                    "rejected_total": dict(totals), "photos_by_status": catalog.counts_by("status"),
+                    "updated": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+
+        writer = ShardWriter(out, prefix=part_prefix(part), index_name=f"index{suffix}.json",
+                             stats_name=stats_path.name, maxcount=cfg.shards.maxcount,
+                             maxsize=cfg.shards.maxsize, mtime=cfg.shards.mtime, stats=stats,
+                             index_extra={"part": part_text} if part else None)
+        counts.recovered = reconcile(writer, catalog)
+        if cfg.retry_failed:
+            log.info("retrying %d failed photos", requeue_failed(catalog, part, cfg.part_seed))
+        rows = work_rows(catalog, part, cfg.part_seed, cfg.limit)
+        seen = known_hashes(catalog_path) if cfg.download.dedupe else {}
+        # built after the work list so an up-to-date re-run skips loading torch and the model;
+        # still before any download, so a missing model / package fails fast
+        detector = build_detector(cfg.detect) if rows or detector_name == "scrfd" else None
+        log.info("curate: %d pending photos%s → %s (detector %s)", len(rows),
+                 f" in part {part_text}" if part else "", out, detector_name)
+        sink = Sink(cfg, writer, catalog, counts, detector_name, maxsize=max(4, 2 * cfg.detect.batch_size))
+        writer.on_commit = sink.on_commit
+        sink.start()
+        bar = tqdm(total=len(rows), unit="photo", desc="curate", disable=not progress or not rows, smoothing=0.05)
+        done_before = 0
+        encoders = cf.ThreadPoolExecutor(cfg.align.workers or min(4, os.cpu_count() or 1),
+                                         thread_name_prefix="encode")
+        stream = download(rows, fetch_cfg)
+        try:
+            for batch in _batches(stream, sink, seen, cfg.detect.batch_size, cfg.download.dedupe, counts):
+                dets = detector.detect([f.image for f in batch]) if detector is not None else [None] * len(batch)
+                for f, d in zip(batch, dets):
+                    sink.put(("faces", (f, encoders.submit(face_samples, f, d, cfg, detector_name))))
+                with sink.lock:
+                    now = sink.processed
+                bar.update(now - done_before)
+                done_before = now
+                bar.set_postfix(faces=counts.faces, refresh=False)
+            sink.put(None)
+            sink.join()
+            if sink.error is not None:
+                raise RuntimeError("curate writer thread failed") from sink.error
+            writer.close()
+            sink.flush()
+            writer.write_stats()
+        except BaseException:
+            sink.stop.set()
+            sink.join(timeout=60)
+            if sink.error is None and not sink.is_alive():
+                # interrupted (Ctrl-C ...) between groups: the open shard holds only whole photos
+                writer.close()
+                sink.flush()
+            else:
+                writer.abort()  # the open shard's photos stay pending: redone on the next run
+            raise
+        else:
+            bar.update(len(rows) - done_before)
+        finally:
+            stream.close()  # stop the download threads' queue (no-op once exhausted)
+            encoders.shutdown(wait=False, cancel_futures=True)
+            bar.close()
+    return counts

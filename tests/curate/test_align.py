@@ -1,0 +1,87 @@
+"""Alignment: the similarity estimate is exact on exact data, and crops put the eyes on the template."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from curate.align import align_face, apply_transform, resize_center_crop, similarity_transform, template
+from curate.config import AlignConfig
+from curate.filters import estimate_yaw
+
+
+def read_pts(path) -> np.ndarray:
+    lines = path.read_text().split("{")[1].split("}")[0].split()
+    return np.array(lines, float).reshape(-1, 2) - 1.0  # iBUG points are 1-based
+
+
+def five_points(pts68: np.ndarray) -> np.ndarray:
+    """Eye centres, nose tip, mouth corners from the 68-point iBUG layout."""
+    return np.stack([pts68[36:42].mean(0), pts68[42:48].mean(0), pts68[30], pts68[48], pts68[54]])
+
+
+def test_similarity_transform_recovers_a_known_one():
+    rng = np.random.default_rng(0)
+    src = rng.uniform(0, 500, (5, 2))
+    angle, scale, shift = 0.3, 1.7, np.array([12.0, -40.0])
+    rot = np.array([[np.cos(angle), -np.sin(angle)], [np.sin(angle), np.cos(angle)]])
+    dst = scale * src @ rot.T + shift
+    m = similarity_transform(src, dst)
+    np.testing.assert_allclose(m[:, :2], scale * rot, atol=1e-9)
+    np.testing.assert_allclose(apply_transform(m, src), dst, atol=1e-7)
+
+
+def test_template_is_loose_and_centred():
+    t = template(256, eye_distance=0.25, eye_y=0.46)
+    assert t[1, 0] - t[0, 0] == pytest.approx(64.0)
+    assert t[:2, 0].mean() == pytest.approx(128.0) and t[:2, 1].mean() == pytest.approx(0.46 * 256)
+    assert t[3:, 1].mean() < 0.85 * 256  # the chin and some context stay in the crop
+
+
+def test_crops_put_detected_eyes_on_the_template(mtcnn, t1_faces):
+    det = mtcnn
+    cfg = AlignConfig(crop_size=256)
+    tpl = template(256, cfg.eye_distance, cfg.eye_y)
+    image, faces = t1_faces
+    crops, frontal, mapped = [], [], []
+    for lm in faces.landmarks:
+        crop, m = align_face(image, lm, cfg)
+        assert crop.size == (256, 256)
+        frontal.append(abs(estimate_yaw(lm)[0]) < 30)
+        mapped.append(apply_transform(m, lm[:2]))
+        # least-squares residual at the eyes: a few pixels unless the head is turned
+        assert np.abs(mapped[-1] - tpl[:2]).max() < (8 if frontal[-1] else 16)
+        crops.append(np.asarray(crop))
+    assert sum(frontal) >= 4
+    # independent check on the pixels: the detector finds the eyes where the warp put them
+    # (64 px between the template's eyes; MTCNN's own landmark jitter is a few pixels)
+    to_template, to_mapped = [], []
+    for found, where in zip(det.detect(crops), mapped):
+        assert len(found) >= 1
+        eyes = found.landmarks[np.argmax(found.scores), :2]
+        to_template.append(np.linalg.norm(eyes - tpl[:2], axis=1).max())
+        to_mapped.append(np.linalg.norm(eyes - where, axis=1).max())
+    assert max(to_mapped) < 9.0, to_mapped
+    assert np.median(to_template) < 8.0 and max(to_template) < 18.0, to_template
+
+
+def test_ground_truth_landmarks_and_antialiased_downscale(shared_data):
+    image = Image.open(shared_data / "photos" / "einstein.jpg").convert("RGB")
+    lm = five_points(read_pts(shared_data / "photos" / "einstein.pts"))
+    cfg = AlignConfig(crop_size=128)
+    crop, m = align_face(image, lm, cfg)
+    tpl = template(128, cfg.eye_distance, cfg.eye_y)
+    assert np.abs(apply_transform(m, lm) - tpl).max() < 8
+    # a 4× larger source takes the box-reduce path and must give the same crop
+    big = image.resize((image.width * 4, image.height * 4), Image.BICUBIC)
+    crop_big, m_big = align_face(big, lm * 4 + 1.5, cfg)
+    diff = np.abs(np.asarray(crop_big, float) - np.asarray(crop, float)).mean()
+    assert diff < 6.0, diff
+
+
+def test_resize_center_crop():
+    im = Image.new("RGB", (400, 200), (0, 0, 0))
+    im.paste((255, 0, 0), (150, 0, 250, 200))
+    out = resize_center_crop(im, 64)
+    assert out.size == (64, 64)
+    assert np.asarray(out)[32, 32].tolist()[0] > 200 and np.asarray(out)[32, 2].tolist()[0] < 50

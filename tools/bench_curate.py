@@ -1,0 +1,403 @@
+"""Benchmark `facesift curate` against img2dataset, and the curate pipeline against its detector.
+
+    .venv/bin/python tools/bench_curate.py [--count 300] [--threads 16] [--detect-count 48] [--keep]
+
+One run, same images, same loopback server, printing a table and two ratios:
+
+1. download + decode + resize to 256 + write webdataset shards:
+   `facesift curate --from-urls --detector none` vs `img2dataset` (webdataset output, 256 px,
+   centre crop, JPEG quality 95, same thread count, one process). Goal: facesift ≥ 1.5×.
+2. end-to-end curate (download → detect → align → shard) vs the same detector alone on the
+   same images pre-decoded, same batch size: pipeline efficiency = pipeline ÷ detector images/s.
+   Goal ≥ 0.9 (the pipeline must be detector-bound, not I/O-bound).
+
+The images are the issue-2 Flickr sandbox's photos (`tools.flickr_sandbox`, per-id variants on,
+so every URL has different bytes) built from `--photos` folders, generated once and then served
+as static files by a separate loopback HTTP/1.1 server process, so serving costs both tools the
+same and generating variants is not part of anyone's time. Every tool runs as a subprocess and
+is timed two ways: "wall" (the whole command, with interpreter start-up, imports, model loading
+and exit) and "work" (from the first image request the server sees to the last output file
+written: download, decode, resize/detect, encode and shard writing themselves), plus its CPU
+seconds. The detector-alone baseline also runs in a fresh process (model built before timing),
+so both sides pay torch's per-shape kernel set-up. Each side runs `--repeat` (part 1) or
+`--repeat-detect` (part 2) times, alternating, and its best run is reported: on a shared
+machine noise only ever adds time.
+
+img2dataset pins an older stack, so it lives in its own virtualenv, `.bench/img2dataset`,
+created on first use (`pip install img2dataset`).
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import resource
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+BENCH = ROOT / ".bench"
+I2D_VENV = BENCH / "img2dataset"
+DEFAULT_PHOTOS = [ROOT.parent / "shared" / "data" / "photos", ROOT.parent / "shared" / "data" / "yalefaces"]
+IMAGE_EXTS = {".jpg", ".jpeg", ".png", ".gif", ".ppm", ".pgm", ".bmp", ".webp", ".tif", ".tiff"}
+
+
+# ---- set-up ------------------------------------------------------------------------------------
+
+def ensure_img2dataset() -> Path:
+    """`.bench/img2dataset/bin/img2dataset`, creating the virtualenv on first use."""
+    exe = I2D_VENV / "bin" / "img2dataset"
+    if exe.exists():
+        return exe
+    print(f"creating {I2D_VENV} and installing img2dataset (first use only) ...", flush=True)
+    subprocess.run([sys.executable, "-m", "venv", str(I2D_VENV)], check=True)
+    subprocess.run([str(I2D_VENV / "bin" / "pip"), "install", "-q", "img2dataset"], check=True)
+    return exe
+
+
+def flat_sources(folders: list[Path], into: Path) -> Path:
+    """One flat folder of symlinks (the sandbox reads a single, non-recursive folder)."""
+    into.mkdir(parents=True, exist_ok=True)
+    for folder in folders:
+        if not folder.is_dir():
+            raise SystemExit(f"--photos {folder}: not a directory")
+        for path in sorted(folder.iterdir()):
+            if path.suffix.lower() in IMAGE_EXTS:
+                link = into / f"{folder.name}-{path.name}"
+                if not link.exists():
+                    link.symlink_to(path.resolve())
+    return into
+
+
+def materialise(folders: list[Path], count: int, seed: int, www: Path) -> list[str]:
+    """Sandbox photos written as static files; returns their URL paths in catalogue order.
+
+    The sandbox makes each id's variant on request (crop, scale, brightness, JPEG quality);
+    generating them once here keeps that CPU work out of both tools' timings.
+    """
+    from tools.flickr_sandbox import FlickrSandbox, SandboxConfig
+
+    manifest = www / "manifest.json"
+    key = {"count": count, "seed": seed, "photos": [str(f) for f in folders]}
+    if manifest.exists():
+        saved = json.loads(manifest.read_text())
+        if saved.get("key") == key:
+            return saved["paths"]
+    shutil.rmtree(www, ignore_errors=True)
+    sources = flat_sources(folders, www.parent / "sources")
+    cfg = SandboxConfig(photos=str(sources), queries={"faces": count}, seed=seed, no_cv_rate=0.0,
+                        no_url_c_rate=0.0, variants=True)
+    paths = []
+    with FlickrSandbox(cfg) as sandbox:
+        for photo in sandbox.photos:
+            url = sandbox.photo_url(photo, "c")
+            path = url.split("://", 1)[1].split("/", 1)[1]
+            (www / path).parent.mkdir(parents=True, exist_ok=True)
+            (www / path).write_bytes(sandbox.image_bytes(photo, "c"))
+            paths.append(path)
+    manifest.write_text(json.dumps({"key": key, "paths": paths}))
+    return paths
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def serve(www: Path, port: int) -> None:
+    """The loopback image server (its own process): static files, HTTP/1.1 keep-alive, threaded.
+
+    It notes when the first and last image requests of a run arrive (`/__reset`, `/__stats`),
+    which times every tool the same way from the outside: from its first request to its exit,
+    i.e. without interpreter start-up, imports and model loading.
+    """
+    import threading
+    from functools import partial
+    from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+
+    lock = threading.Lock()
+    state = {"first": None, "last": None, "requests": 0}
+
+    class Handler(SimpleHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def log_message(self, *args) -> None:
+            pass
+
+        def do_GET(self) -> None:
+            if self.path.startswith("/__"):
+                with lock:
+                    if self.path == "/__reset":
+                        state.update(first=None, last=None, requests=0)
+                    body = json.dumps(state).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+                return
+            now = time.time()
+            with lock:
+                state["first"] = state["first"] or now
+                state["last"] = now
+                state["requests"] += 1
+            super().do_GET()
+
+    def orphan_watch(parent: int = os.getppid()) -> None:
+        while os.getppid() == parent:      # the bench was killed: do not outlive it
+            time.sleep(1)
+        os._exit(0)
+
+    threading.Thread(target=orphan_watch, daemon=True).start()
+    server = ThreadingHTTPServer(("127.0.0.1", port), partial(Handler, directory=str(www)))
+    server.daemon_threads = True
+    server.serve_forever()
+
+
+def server_state(base: str, reset: bool = False) -> dict:
+    with urllib.request.urlopen(base + ("/__reset" if reset else "/__stats"), timeout=10) as r:
+        return json.loads(r.read())
+
+
+@contextlib.contextmanager
+def static_server(www: Path):
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, str(Path(__file__).resolve()), "--serve", str(www),
+                             "--port", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(100):
+            try:
+                server_state(base)
+                break
+            except OSError:
+                time.sleep(0.1)
+        else:
+            raise RuntimeError("the image server did not start")
+        yield base
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+# ---- runs --------------------------------------------------------------------------------------
+
+@dataclass
+class Timing:
+    wall: float        # the whole command: start-up, imports, model loading, work, exit
+    window: float      # first image request to the last output file written: the work itself
+    written: int       # samples in the output shards
+    tail: float        # last image request to the last output file written
+    exit: float        # last output file written to process exit (teardown)
+    cpu: float         # user + system CPU seconds of the command and its children (load-independent)
+
+
+def timed(cmd: list[str], log: Path, base: str, out: Path, env: dict | None = None) -> dict:
+    """Run one command; times from the server's first/last request and the output files' mtimes."""
+    server_state(base, reset=True)
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    start, start_wall = time.perf_counter(), time.time()
+    with open(log, "wb") as fh:
+        rc = subprocess.run(cmd, stdout=fh, stderr=subprocess.STDOUT, env=env).returncode
+    elapsed, end_wall = time.perf_counter() - start, time.time()
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    if rc != 0:
+        tail = log.read_text(errors="replace")[-3000:]
+        raise SystemExit(f"command failed (rc={rc}): {' '.join(cmd)}\n--- {log} ---\n{tail}")
+    state = server_state(base)
+    first, last = state["first"] or start_wall, state["last"] or start_wall
+    done = max((p.stat().st_mtime for p in out.rglob("*") if p.is_file()), default=end_wall)
+    return {"wall": elapsed, "window": done - first, "tail": done - last, "exit": end_wall - done, "cpu": cpu}
+
+
+def run_facesift(urls: Path, out: Path, threads: int, detector: str, batch: int, log: Path,
+                 base: str) -> Timing:
+    cmd = [str(ROOT / ".venv" / "bin" / "facesift"), "-q", "curate", "--from-urls", str(urls), "--out", str(out),
+           "--detector", detector, "--workers", str(threads), "--batch-size", str(batch), "--no-progress",
+           "--set", "align.crop_size=256", "--set", "align.jpeg_quality=95", "--set", "detect.device=cpu",
+           "--set", f"download.per_host={threads}"]  # img2dataset has no per-host cap: same concurrency
+    times = timed(cmd, log, base, out)
+    index = json.loads((out / "index.json").read_text()) if (out / "index.json").exists() else {"shardlist": []}
+    return Timing(written=sum(int(e["nsamples"]) for e in index["shardlist"]), **times)
+
+
+def run_img2dataset(exe: Path, urls: Path, out: Path, threads: int, log: Path, base: str) -> Timing:
+    cmd = [str(exe), "--url_list", str(urls), "--input_format", "txt", "--output_format", "webdataset",
+           "--output_folder", str(out), "--image_size", "256", "--resize_mode", "center_crop",
+           "--encode_quality", "95", "--processes_count", "1", "--thread_count", str(threads),
+           "--number_sample_per_shard", "10000", "--retries", "0", "--timeout", "20",
+           "--enable_wandb", "False", "--distributor", "multiprocessing"]
+    env = {**os.environ, "NO_ALBUMENTATIONS_UPDATE": "1"}
+    times = timed(cmd, log, base, out, env)
+    ok = sum(json.loads(p.read_text()).get("successes", 0) for p in out.glob("*_stats.json"))
+    return Timing(written=ok, **times)
+
+
+def detector_alone(paths: list[Path], batch: int) -> tuple[float, int, float]:
+    """The curate detector on pre-decoded images, same batches: (seconds, faces, CPU seconds).
+
+    Runs in a fresh process, like the pipeline: torch's per-shape kernel set-up is paid by both
+    (a warm process would flatter the detector)."""
+    listing = BENCH / "curate" / "detector-alone.txt"
+    listing.write_text("".join(f"{p}\n" for p in paths))
+    out = subprocess.run([sys.executable, str(Path(__file__).resolve()), "--detector-alone", str(listing),
+                          "--batch-size", str(batch)], check=True, capture_output=True, text=True).stdout
+    result = json.loads(out.strip().splitlines()[-1])
+    return result["seconds"], result["faces"], result["cpu"]
+
+
+def _detector_alone_here(paths: list[Path], batch: int) -> dict:
+    import numpy as np
+    from PIL import Image, ImageOps
+
+    from curate.config import DetectConfig
+    from curate.detect import build_detector
+
+    images = []
+    for path in paths:
+        with Image.open(path) as im:
+            images.append(np.asarray(ImageOps.exif_transpose(im).convert("RGB")))
+    detector = build_detector(DetectConfig(backend="mtcnn", device="cpu", batch_size=batch))
+    detector.detect(images[:1])                               # first call allocates; not timed
+    start, cpu, faces = time.perf_counter(), time.process_time(), 0
+    for s in range(0, len(images), batch):
+        faces += sum(len(d) for d in detector.detect(images[s:s + batch]))
+    return {"seconds": time.perf_counter() - start, "faces": faces, "cpu": time.process_time() - cpu}
+
+
+# ---- the run -----------------------------------------------------------------------------------
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--count", type=int, default=300, help="images for part 1 (default 300)")
+    parser.add_argument("--detect-count", type=int, default=48,
+                        help="images for part 2, the first of the same list (default 48)")
+    parser.add_argument("--repeat-detect", type=int, default=2,
+                        help="part 2 runs of each side, alternating; the best is reported (default 2)")
+    parser.add_argument("--repeat", type=int, default=3,
+                        help="part 1 runs per tool, alternating; the best is reported (default 3)")
+    parser.add_argument("--threads", type=int, default=16, help="download threads, both tools (default 16)")
+    parser.add_argument("--batch-size", type=int, default=16, help="detector batch size (default 16)")
+    parser.add_argument("--photos", type=Path, action="append",
+                        help="source photo folder (repeatable; default ../shared/data/photos + yalefaces)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--keep", action="store_true", help="keep the outputs under .bench/curate/run")
+    parser.add_argument("--skip", choices=["img2dataset", "part1", "part2"], action="append", default=[],
+                        help="leave out part 1's peer, all of part 1 or all of part 2 (repeatable)")
+    parser.add_argument("--serve", type=Path, help=argparse.SUPPRESS)   # internal: the image server
+    parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--detector-alone", type=Path, help=argparse.SUPPRESS)  # internal: part 2's baseline
+    args = parser.parse_args(argv)
+    if args.serve:
+        serve(args.serve, args.port)
+        return 0
+    sys.path.insert(0, str(ROOT))
+    if args.detector_alone:
+        paths = [Path(line) for line in args.detector_alone.read_text().splitlines() if line]
+        print(json.dumps(_detector_alone_here(paths, args.batch_size)))
+        return 0
+    folders = args.photos or DEFAULT_PHOTOS
+
+    work = BENCH / "curate"
+    run = work / "run"
+    shutil.rmtree(run, ignore_errors=True)
+    run.mkdir(parents=True)
+    exe = ensure_img2dataset() if not {"img2dataset", "part1"} & set(args.skip) else None
+    print(f"preparing {args.count} sandbox photos from {', '.join(map(str, folders))} ...", flush=True)
+    www = work / "www"
+    paths = materialise(folders, args.count, args.seed, www)
+    nbytes = sum((www / p).stat().st_size for p in paths)
+    ndet = min(args.detect_count, len(paths))
+    tools = [] if "part1" in args.skip else ["facesift"] + (["img2dataset"] if exe else [])
+    part1: dict[str, list[Timing]] = {t: [] for t in tools}
+    part2 = None
+
+    with static_server(www) as base:
+        lists = {}
+        for name, subset in (("all", paths), ("det", paths[:ndet])):
+            lists[name] = run / f"urls-{name}.txt"
+            lists[name].write_text("".join(f"{base}/{p}\n" for p in subset))
+        if tools:
+            print(f"part 1: {len(paths)} images ({nbytes / len(paths) / 1024:.0f} KB mean), "
+                  f"{args.threads} threads, {args.repeat} run(s) each ...", flush=True)
+        for r in range(args.repeat if tools else 0):
+            for tool in (tools if r % 2 else list(reversed(tools))):
+                out, log = run / f"{tool}-{r}", run / f"{tool}-{r}.log"
+                if tool == "facesift":
+                    t = run_facesift(lists["all"], out, args.threads, "none", args.batch_size, log, base)
+                else:
+                    t = run_img2dataset(exe, lists["all"], out, args.threads, log, base)
+                part1[tool].append(t)
+                print(f"  {tool:<12} run {r + 1}: wall {t.wall:6.2f} s, work {t.window:6.2f} s "
+                      f"({t.tail:5.2f} s after the last download), exit {t.exit:5.2f} s, "
+                      f"cpu {t.cpu:5.1f} s, {t.written} written", flush=True)
+        if "part2" not in args.skip:
+            print(f"part 2: {ndet} images, mtcnn on cpu, batch {args.batch_size}, "
+                  f"{args.repeat_detect} run(s) each ...", flush=True)
+            pipes, dets = [], []
+            for r in range(args.repeat_detect):
+                t_det, faces_det, cpu_det = detector_alone([www / p for p in paths[:ndet]], args.batch_size)
+                dets.append((t_det, faces_det, cpu_det))
+                print(f"  detector alone run {r + 1}: {t_det:6.2f} s, cpu {cpu_det:5.1f} s", flush=True)
+                pipe = run_facesift(lists["det"], run / f"pipeline-{r}", args.threads, "mtcnn",
+                                    args.batch_size, run / f"pipeline-{r}.log", base)
+                pipes.append(pipe)
+                print(f"  curate pipeline run {r + 1}: wall {pipe.wall:6.2f} s, work {pipe.window:6.2f} s "
+                      f"({pipe.tail:5.2f} s after the last download), exit {pipe.exit:5.2f} s, "
+                      f"cpu {pipe.cpu:5.1f} s", flush=True)
+            part2 = (min(pipes, key=lambda t: t.window), *min(dets))
+
+    n = len(paths)
+    print()
+    print(f"bench_curate: {n} images ({nbytes / n / 1024:.0f} KB mean, sandbox variants of "
+          f"{', '.join(f.name for f in folders)}), {args.threads} threads, {os.cpu_count()} CPUs, "
+          f"load average {os.getloadavg()[0]:.1f}")
+    if tools:
+        print(f"part 1 - download + decode + resize 256 + webdataset shards (best of {args.repeat})")
+        print(f"  {'tool':<13}{'written':>8}{'wall s':>9}{'work s':>9}{'img/s (work)':>14}{'img/s (wall)':>14}"
+              f"{'cpu s':>8}")
+    best = {}
+    for tool in tools:
+        b = best[tool] = min(part1[tool], key=lambda t: t.window)
+        print(f"  {tool:<13}{b.written:>8}{b.wall:>9.2f}{b.window:>9.2f}{n / b.window:>14.1f}{n / b.wall:>14.1f}"
+              f"{b.cpu:>8.1f}")
+    if len(tools) == 2:
+        fs, i2d = best["facesift"], best["img2dataset"]
+        per_run = ", ".join(f"{b.window / a.window:.2f}" for a, b in zip(part1["facesift"], part1["img2dataset"]))
+        print(f"  ratio facesift / img2dataset: {i2d.window / fs.window:.2f}x on work time "
+              f"(per run: {per_run}), {i2d.wall / fs.wall:.2f}x on wall time   (goal >= 1.5x)")
+    if tools:
+        print("  work = first image request to the last output file written (no start-up, imports or exit);"
+              " wall = the whole command")
+    if part2:
+        pipe, t_det, faces_det, cpu_det = part2
+        print(f"part 2 - curate pipeline vs detector alone (mtcnn, cpu, batch {args.batch_size}, {ndet} images, "
+              f"best of {args.repeat_detect})")
+        print(f"  {'run':<42}{'seconds':>9}{'img/s':>9}{'faces':>7}{'cpu s':>8}")
+        print(f"  {'detector alone, pre-decoded images':<42}{t_det:>9.2f}{ndet / t_det:>9.2f}{faces_det:>7}"
+              f"{cpu_det:>8.1f}")
+        print(f"  {'curate: download+detect+align+shard (work)':<42}{pipe.window:>9.2f}{ndet / pipe.window:>9.2f}"
+              f"{pipe.written:>7}")
+        print(f"  {'curate, whole command (wall)':<42}{pipe.wall:>9.2f}{ndet / pipe.wall:>9.2f}{'':>7}"
+              f"{pipe.cpu:>8.1f}")
+        print(f"  pipeline efficiency = {t_det / pipe.window:.2f} on work time, {t_det / pipe.wall:.2f} on wall "
+              f"time   (goal >= 0.9)")
+    if args.keep:
+        print(f"outputs kept in {run}")
+    else:
+        shutil.rmtree(run, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
