@@ -93,11 +93,16 @@ def align_face(image: Image.Image, landmarks: np.ndarray, cfg: AlignConfig) -> t
 
 
 def resize_center_crop(image: Image.Image, size: int) -> Image.Image:
-    """Whole-image path (`--detector none`): shorter side to `size` (Lanczos), centre square crop."""
+    """Whole-image path (`--detector none`): the centred square, resampled once to `size`.
+
+    Resampling only the source box that survives the crop (PIL's `box=`) touches fewer pixels than
+    resizing the whole image and cropping after; bicubic with a reducing gap keeps downscales
+    alias-free at a fraction of Lanczos' cost.
+    """
     w, h = image.size
-    scale = size / min(w, h)
-    nw, nh = max(size, round(w * scale)), max(size, round(h * scale))
-    if (nw, nh) != (w, h):
-        image = image.resize((nw, nh), Image.LANCZOS, reducing_gap=3.0)
-    left, top = (nw - size) // 2, (nh - size) // 2
-    return image.crop((left, top, left + size, top + size))
+    side = min(w, h)
+    left, top = (w - side) / 2, (h - side) / 2
+    if side == size and w == h:
+        return image
+    return image.resize((size, size), Image.BICUBIC, box=(left, top, left + side, top + side),
+                        reducing_gap=2.0)

@@ -1,0 +1,99 @@
+"""`facesift finetune` options: one dataclass tree with working defaults (CPU-sized where it
+matters; raise `image_size`, `arch` and the search space's steps for GPU runs)."""
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+
+from finetune.augment import AugmentConfig
+
+TASKS = ("landmarks", "classification", "regression", "recognition")
+
+
+@dataclass
+class SearchSpace:
+    """Paper 3.3 / Fig. 2: learning rate, schedule length and the backbone's relative LR.
+    The first value of each list is the default (the only trial when --trials 1)."""
+    lr: list[float] = field(default_factory=lambda: [1e-3, 3e-4, 3e-3])
+    steps: list[int] = field(default_factory=lambda: [600, 300, 1200])
+    backbone_lr: list[float] = field(default_factory=lambda: [1.0, 0.1, 0.01])
+
+
+@dataclass
+class TrainConfig:
+    batch_size: int = 32
+    eval_batch_size: int = 128
+    weight_decay: float = 1e-4
+    warmup: float = 0.05            # fraction of the schedule spent warming up linearly
+    workers: int = 2                # DataLoader processes (0 = in the main process)
+    device: str = "auto"            # auto = cuda:<LOCAL_RANK> when available, else cpu
+    amp: bool = True                # bf16 autocast on CUDA (ignored on CPU)
+    channels_last: bool = True      # on CUDA
+    ckpt_every: int = 500           # steps between resumable checkpoints of a run (0 = never)
+    threads: int = 0                # torch intra-op threads on CPU (0 = torch's default)
+
+
+@dataclass
+class FinetuneConfig:
+    task: str = "landmarks"
+    data: str = ""                  # landmarks: list file / landmarks5 dir / .pts dir; others: manifest or yalefaces dir
+    test: str = ""                  # a separate labelled test set; empty = carve test_fraction from data by hash
+    pairs: str = ""                 # recognition: verification pairs file for the test
+    inits: list[str] = field(default_factory=lambda: ["scratch"])
+    arch: str = "auto"              # for `scratch`: auto = resnet50 on CUDA, resnet18 on CPU (checkpoints carry their own)
+    fractions: list[float] = field(default_factory=lambda: [1.0, 0.1, 0.02])
+    fraction_keys: list[str] = field(default_factory=list)  # "0.1=keys.txt": subset from a `shards split` key list
+    seeds: int = 3
+    out: str = "work/finetune"
+    adapt: str = "full"             # full fine-tune or linear probe (frozen backbone)
+    trials: int = 1                 # hyper-parameter search budget per (task, dataset, init, fraction)
+    image_size: int = 128
+    test_fraction: float = 0.2
+    val_fraction: float = 0.2       # of each training fraction, for the search only
+    min_val: int = 8
+    split_seed: int = 0
+    label: str = "identity"         # yalefaces folder given as data: identity or expression
+    sigma: float = 1.5              # heatmap Gaussian std, in heatmap pixels (stride 4)
+    regression_loss: str = "l2"     # l2, ccc, l2+ccc
+    embed_dim: int = 512
+    cosface_scale: float = 30.0
+    cosface_margin: float = 0.35
+    distill: int = 0                # self-distillation rounds T (0 = off)
+    unlabelled: str = ""            # image folder or list; "pool" = the training pool without its labels
+    distill_labelled_weight: float = 1.0  # weight of the labelled loss while distilling
+    search: SearchSpace = field(default_factory=SearchSpace)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+
+    def check(self) -> None:
+        if self.task not in TASKS:
+            raise ValueError(f"unknown task {self.task!r}; choose one of {', '.join(TASKS)}")
+        if not self.data:
+            raise ValueError("no data: pass --data")
+        if self.adapt not in ("full", "linear"):
+            raise ValueError(f"adapt must be 'full' or 'linear', got {self.adapt!r}")
+        bad = [f for f in self.fractions if not 0 < f <= 1]
+        if bad:
+            raise ValueError(f"fractions must lie in (0, 1], got {bad}")
+        if self.seeds < 1 or self.trials < 1:
+            raise ValueError("--seeds and --trials must be >= 1")
+        if self.distill and not self.unlabelled:
+            raise ValueError("--distill needs --unlabelled (an image folder, a list, or 'pool')")
+        if not self.inits:
+            raise ValueError("no initialisations: pass --inits scratch,path/to/backbone.pt")
+
+
+def stable_hash(obj, length: int = 16) -> str:
+    """Hex digest of a JSON-able object (sorted keys): the cache key of a run or a trial."""
+    text = json.dumps(obj, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:length]
+
+
+def file_digest(path: str, chunk: int = 1 << 20) -> str:
+    """sha256 of a checkpoint, so results are re-computed when the backbone file changes."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(chunk), b""):
+            h.update(block)
+    return h.hexdigest()[:16]

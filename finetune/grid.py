@@ -1,0 +1,169 @@
+"""The whole experiment grid: inits x fractions x seeds, one result file per run, resumable.
+
+A run's identity is a hash of everything that changes its outcome (task, dataset, test split,
+init and the checkpoint's digest, fraction, seed, adaptation, search space and budget, training
+and augmentation settings, distillation). Its result lands in `<out>/results/<hash>.json`
+(atomically); a re-run skips every run whose file exists and resumes a half-trained run from
+`<out>/runs/<hash>/last.pt`.
+
+Multi-GPU (torchrun): ranks split the grid — each rank takes whole runs on its own GPU, with
+no gradient synchronisation. Fine-tuning runs are many and small, so this scales linearly and
+needs no process group; when the search is on, a data point's seeds stay on one rank so its
+search (shared by the seeds, cached on disk) runs once.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from finetune import distill as distill_mod
+from finetune import trainer
+from finetune.config import FinetuneConfig, file_digest, stable_hash
+from finetune.fractions import fraction_subset, keyed_subset, parse_fraction_keys, read_key_list
+from finetune.search import search
+from finetune.tasks import TaskData, load_task
+from tools.atomic import atomic_write_json, remove_stale_temps
+from tools.config import to_dict
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Run:
+    init: str
+    fraction: float
+    seed: int
+
+
+def plan(cfg: FinetuneConfig) -> list[Run]:
+    return [Run(init, float(f), seed) for init in cfg.inits for f in cfg.fractions for seed in range(cfg.seeds)]
+
+
+def rank_runs(runs: list[Run], rank: int, world: int, by_data_point: bool) -> list[Run]:
+    """This rank's share: round-robin over runs, or over (init, fraction) data points."""
+    if world <= 1:
+        return runs
+    if not by_data_point:
+        return [r for i, r in enumerate(runs) if i % world == rank]
+    points = list(dict.fromkeys((r.init, r.fraction) for r in runs))
+    mine = {p for i, p in enumerate(points) if i % world == rank}
+    return [r for r in runs if (r.init, r.fraction) in mine]
+
+
+def _init_identity(init: str, arch: str, cache: dict) -> dict:
+    if init == "scratch":
+        return {"init": "scratch", "arch": arch}
+    if init not in cache:
+        if not Path(init).is_file():
+            raise FileNotFoundError(f"initialisation {init!r}: no such checkpoint (or use 'scratch')")
+        cache[init] = file_digest(init)
+    return {"init": init, "sha256": cache[init]}
+
+
+def _settings(cfg: FinetuneConfig) -> dict:
+    """Every config field that changes a run's outcome (not where it is written, not the grid axes)."""
+    d = to_dict(cfg)
+    for k in ("out", "inits", "fractions", "seeds"):
+        d.pop(k)
+    d["train"] = {k: v for k, v in d["train"].items() if k not in ("workers", "device", "ckpt_every", "eval_batch_size", "threads")}
+    return d
+
+
+def run_identity(cfg: FinetuneConfig, data: TaskData, run: Run, init_id: dict) -> dict:
+    return {"settings": _settings(cfg), "n_train_pool": len(data.train), "n_test": len(data.test),
+            "init": init_id, "fraction": run.fraction, "seed": run.seed}
+
+
+def training_records(cfg: FinetuneConfig, data: TaskData, fraction: float, seed: int) -> list[dict]:
+    lists = parse_fraction_keys(cfg.fraction_keys)
+    if fraction in lists:
+        return keyed_subset(data.train, read_key_list(lists[fraction]))
+    records = fraction_subset(data.train, fraction, seed)
+    if len(records) < 2:
+        raise ValueError(f"fraction {fraction} of {len(data.train)} training samples leaves {len(records)} "
+                         f"for seed {seed}; need at least 2 (use a larger fraction or dataset)")
+    return records
+
+
+def run_one(cfg: FinetuneConfig, task, data: TaskData, run: Run, init_id: dict, out: Path, device=None) -> dict:
+    """Search (cached), train, optionally self-distil, evaluate on the test split; the result dict."""
+    t0 = time.time()
+    ident = run_identity(cfg, data, run, init_id)
+    key = stable_hash(ident)
+    records = training_records(cfg, data, run.fraction, run.seed)
+    # the search is per (task, dataset, init, fraction): it uses the split_seed subset for every seed
+    search_records = training_records(cfg, data, run.fraction, cfg.split_seed)
+    search_key = dict(ident, seed=None)
+    hp, trials, split_sizes = search(cfg, task, search_records, run.init, search_key, out, device=device)
+    model = trainer.build_model(task, run.init, cfg.arch, cfg.adapt)
+    ckpt_dir = out / "runs" / key
+    ckpt_dir.mkdir(parents=True, exist_ok=True)
+    losses = trainer.train(model, task, records, hp, cfg.train, seed=run.seed, device=device,
+                           ckpt=ckpt_dir / "last.pt", progress=True)
+    history = []
+    pool_size = 0
+    if cfg.distill:
+        pool = distill_mod.unlabelled_pool(cfg, data.train)
+        pool_size = len(pool)
+        model, history = distill_mod.self_distill(cfg, task, model, records, pool, run.init, hp, run.seed, device)
+    metrics = trainer.evaluate(model, task, data.test, cfg.train, pairs=data.pairs, device=device)
+    result = {
+        "key": key, "task": cfg.task, "dataset": cfg.data, "init": run.init, "fraction": run.fraction,
+        "seed": run.seed, "adapt": cfg.adapt, "distill": cfg.distill,
+        "primary_metric": task.primary, "lower_is_better": task.lower_is_better,
+        "metrics": metrics, "hparams": hp.as_dict(),
+        "search": {"trials": trials, "budget": cfg.trials},
+        "sizes": {"train_pool": len(data.train), "train": len(records), "search_fit": split_sizes["fit"],
+                  "search_val": split_sizes["val"], "test": len(data.test),
+                  "test_pairs": len(data.pairs) if data.pairs else None, "unlabelled": pool_size},
+        "train_loss": {"first": losses[0], "final": losses[-1]}, "distill_rounds": history,
+        "info": {k: v for k, v in data.info.items()}, "identity": ident,
+        "seconds": round(time.time() - t0, 2), "device": str(device or trainer.pick_device(cfg.train.device)),
+    }
+    atomic_write_json(out / "results" / f"{key}.json", result)
+    shutil.rmtree(ckpt_dir, ignore_errors=True)
+    return result
+
+
+def run_grid(cfg: FinetuneConfig, rank: int | None = None, world: int | None = None) -> dict:
+    """Run (or resume) the grid; returns counts {done, skipped, failed, total}."""
+    cfg.check()
+    if cfg.arch == "auto":   # resolved before hashing: a run's identity names the real architecture
+        import torch
+        cfg.arch = "resnet50" if torch.cuda.is_available() else "resnet18"
+    rank = int(os.environ.get("RANK", 0)) if rank is None else rank
+    world = int(os.environ.get("WORLD_SIZE", 1)) if world is None else world
+    out = Path(cfg.out)
+    (out / "results").mkdir(parents=True, exist_ok=True)
+    remove_stale_temps(out / "results")
+    task, data = load_task(cfg)
+    log.info("%s: %d training / %d test samples%s", cfg.task, len(data.train), len(data.test),
+             f", {len(data.pairs)} verification pairs" if data.pairs else "")
+    device = trainer.pick_device(cfg.train.device)
+    if cfg.train.threads and device.type == "cpu":
+        import torch
+        torch.set_num_threads(cfg.train.threads)
+    digests: dict = {}
+    runs = rank_runs(plan(cfg), rank, world, by_data_point=cfg.trials > 1)
+    counts = {"done": 0, "skipped": 0, "failed": 0, "total": len(runs)}
+    from tqdm import tqdm
+    for run in tqdm(runs, desc=f"finetune[{rank}]" if world > 1 else "finetune", unit="run"):
+        init_id = _init_identity(run.init, cfg.arch, digests)
+        key = stable_hash(run_identity(cfg, data, run, init_id))
+        if (out / "results" / f"{key}.json").exists():
+            counts["skipped"] += 1
+            continue
+        try:
+            res = run_one(cfg, task, data, run, init_id, out, device)
+        except (FloatingPointError, RuntimeError, ValueError, OSError) as exc:
+            log.error("run %s fraction %g seed %d failed: %s", run.init, run.fraction, run.seed, exc)
+            counts["failed"] += 1
+            continue
+        counts["done"] += 1
+        log.info("%s @ %g seed %d: %s=%.4g (%.0fs)", run.init, run.fraction, run.seed, task.primary,
+                 res["metrics"][task.primary], res["seconds"])
+    return counts

@@ -1,0 +1,73 @@
+"""Hyper-parameter search per (task, dataset, init, fraction) — paper 3.3, Fig. 2.
+
+Searches the learning rate, the schedule length and the backbone's relative learning rate.
+Each trial trains on the training fraction minus a validation split carved from it
+(`fractions.validation_split`) and is scored on that split with the task's headline metric.
+The test set is never given to this module. Trials are cached as JSON under
+`<out>/search/<search key>/<trial hash>.json`, so an interrupted search resumes, a larger
+`--trials` budget only runs the new trials, and all seeds of a data point share one search.
+"""
+from __future__ import annotations
+
+import itertools
+import json
+import logging
+import random
+from pathlib import Path
+
+from finetune import trainer
+from finetune.config import FinetuneConfig, SearchSpace, stable_hash
+from finetune.fractions import validation_split
+from finetune.trainer import HParams
+from tools.atomic import atomic_write_json
+
+log = logging.getLogger(__name__)
+
+
+def default_hparams(space: SearchSpace) -> HParams:
+    return HParams(lr=space.lr[0], steps=space.steps[0], backbone_lr=space.backbone_lr[0])
+
+
+def candidates(space: SearchSpace, seed: int = 0) -> list[HParams]:
+    """Every combination: the default first, the rest in a fixed pseudo-random order
+    (a budget of N trials samples the space instead of sweeping one axis)."""
+    allc = [HParams(lr, steps, blr) for lr, steps, blr in itertools.product(space.lr, space.steps, space.backbone_lr)]
+    first = default_hparams(space)
+    rest = [c for c in allc if c != first]
+    random.Random(seed).shuffle(rest)
+    return [first] + rest
+
+
+def search(cfg: FinetuneConfig, task, records: list[dict], init: str, search_key: dict, out: Path,
+           device=None) -> tuple[HParams, list[dict], dict]:
+    """(best hyper-parameters, the trials, {fit, val} sizes) for one data point.
+
+    `records` is the labelled training fraction (for the search seed); nothing else is read.
+    With `cfg.trials == 1` there is nothing to choose: the defaults, no training.
+    """
+    space = cfg.search
+    if cfg.trials <= 1:
+        return default_hparams(space), [], {"fit": len(records), "val": 0}
+    fit, val = validation_split(records, cfg.val_fraction, seed=cfg.split_seed, minimum=cfg.min_val)
+    key = stable_hash(search_key)
+    folder = out / "search" / key
+    trials = []
+    for hp in candidates(space, seed=int(key[:8], 16))[:cfg.trials]:
+        path = folder / f"{stable_hash(hp.as_dict())}.json"
+        if path.exists():
+            trials.append(json.loads(path.read_text()))
+            continue
+        model = trainer.build_model(task, init, cfg.arch, cfg.adapt)
+        losses = trainer.train(model, task, fit, hp, cfg.train, seed=cfg.split_seed, device=device)
+        metrics = trainer.evaluate(model, task, val, cfg.train, device=device)
+        trial = {"hparams": hp.as_dict(), "val_metrics": metrics, "final_loss": losses[-1],
+                 "fit": len(fit), "val": len(val), "search_key": search_key}
+        atomic_write_json(path, trial)
+        log.info("trial %s: val %s=%.4g", hp.as_dict(), task.primary, metrics[task.primary])
+        trials.append(trial)
+    sign = 1 if task.lower_is_better else -1
+    scored = [t for t in trials if t["val_metrics"].get(task.primary) == t["val_metrics"].get(task.primary)]  # drop NaN
+    if not scored:
+        raise RuntimeError(f"every search trial gave NaN {task.primary}")
+    best = min(scored, key=lambda t: sign * t["val_metrics"][task.primary])
+    return HParams(**best["hparams"]), trials, {"fit": len(fit), "val": len(val)}

@@ -1,0 +1,230 @@
+"""One trainer for every task: build the model from an initialisation, train, predict, evaluate.
+
+- Initialisations: `scratch` (random `cfg.arch`), our SwAV `backbone.pt`, or any torchvision-
+  format ResNet checkpoint (architecture inferred).
+- Full fine-tuning gives the trunk `lr * backbone_lr` (the paper's backbone relative learning
+  rate, Fig. 2); `adapt=linear` freezes the trunk (BN statistics too) and trains the head only.
+- AdamW, linear warm-up then cosine decay over a fixed number of steps (the "schedule length"
+  the search varies), the loader cycling over epochs as needed — so 2% and 100% of the data
+  get the same number of updates unless the search says otherwise.
+- CUDA: bf16 autocast, channels_last. Under torchrun the grid (grid.py) gives each rank whole
+  runs, so a run is single-device and needs no gradient synchronisation.
+- A run checkpoints every `ckpt_every` steps (model, optimiser, schedule, step, RNG) and
+  resumes from it when re-run.
+"""
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import os
+import random
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+
+from finetune.config import TrainConfig
+from finetune.datasets import RecordDataset
+from finetune.heads import TaskModel
+from pretrain.backbone import build_resnet, load_backbone
+
+log = logging.getLogger(__name__)
+_SYNC_EVERY = 20   # steps between reading losses back from the device
+
+
+@dataclass(frozen=True)
+class HParams:
+    lr: float
+    steps: int
+    backbone_lr: float
+
+    def as_dict(self) -> dict:
+        return {"lr": self.lr, "steps": self.steps, "backbone_lr": self.backbone_lr}
+
+
+def pick_device(spec: str = "auto") -> torch.device:
+    if spec != "auto":
+        return torch.device(spec)
+    if torch.cuda.is_available():
+        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)) % torch.cuda.device_count())
+    return torch.device("cpu")
+
+
+def build_trunk(init: str, arch: str) -> nn.Module:
+    if init == "scratch":
+        if arch == "auto":
+            arch = "resnet50" if torch.cuda.is_available() else "resnet18"
+        return build_resnet(arch)
+    if not Path(init).is_file():
+        raise FileNotFoundError(f"initialisation {init!r}: not 'scratch' and no such checkpoint file")
+    return load_backbone(init)
+
+
+def build_model(task, init: str, arch: str, adapt: str = "full") -> TaskModel:
+    trunk = build_trunk(init, arch)
+    return TaskModel(trunk, task.head(trunk), frozen=(adapt == "linear"))
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def _autocast(device: torch.device, enabled: bool):
+    if device.type == "cuda" and enabled:
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def _to_device(x: torch.Tensor, device: torch.device, channels_last: bool) -> torch.Tensor:
+    x = x.to(device, non_blocking=True)
+    if channels_last and device.type == "cuda" and x.dim() == 4:
+        x = x.contiguous(memory_format=torch.channels_last)
+    return x
+
+
+def _loader(records, transform, batch_size: int, workers: int, seed: int, train: bool) -> DataLoader:
+    gen = torch.Generator()
+    gen.manual_seed(seed)
+    return DataLoader(RecordDataset(records, transform), batch_size=min(batch_size, len(records)),
+                      shuffle=train, drop_last=train, num_workers=workers, generator=gen,
+                      pin_memory=torch.cuda.is_available(), persistent_workers=False)
+
+
+def _cycle(loader: DataLoader) -> Iterator:
+    while True:
+        yield from loader
+
+
+def make_optimizer(model: TaskModel, hp: HParams, cfg: TrainConfig):
+    head = [p for p in model.head.parameters() if p.requires_grad]
+    trunk = [p for p in model.trunk.parameters() if p.requires_grad]
+    groups = [{"params": head, "lr": hp.lr}]
+    if trunk and hp.backbone_lr > 0:
+        groups.append({"params": trunk, "lr": hp.lr * hp.backbone_lr})
+    elif trunk:   # relative LR 0 = frozen trunk weights (BN stats still adapt)
+        for p in trunk:
+            p.requires_grad_(False)
+    opt = torch.optim.AdamW(groups, weight_decay=cfg.weight_decay)
+    warm = max(1, int(cfg.warmup * hp.steps))
+
+    def factor(step: int) -> float:
+        if step < warm:
+            return (step + 1) / warm
+        return 0.5 * (1 + math.cos(math.pi * min(1.0, (step - warm) / max(1, hp.steps - warm))))
+
+    return opt, torch.optim.lr_scheduler.LambdaLR(opt, factor)
+
+
+def train(model: TaskModel, task, records: list[dict], hp: HParams, cfg: TrainConfig, seed: int,
+          device: torch.device | None = None, ckpt: Path | None = None, teacher: nn.Module | None = None,
+          unlabelled: list[dict] | None = None, labelled_weight: float = 1.0,
+          progress: bool = False) -> list[float]:
+    """Train `model` in place for hp.steps; returns the loss of every step.
+
+    With a `teacher`, each step also takes a batch of `unlabelled` images, labels it online with
+    the teacher and adds the task's distillation loss (paper 3.5); the labelled loss is weighted
+    by `labelled_weight` (0 = distillation only).
+    """
+    device = device or pick_device(cfg.device)
+    seed_everything(seed)
+    model.to(device)
+    if cfg.channels_last and device.type == "cuda":
+        model.to(memory_format=torch.channels_last)
+    opt, sched = make_optimizer(model, hp, cfg)
+    losses: list[float] = []
+    start = 0
+    if ckpt and ckpt.exists():
+        state = torch.load(ckpt, map_location=device, weights_only=False)
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["opt"])
+        sched.load_state_dict(state["sched"])
+        start, losses = state["step"], state["losses"]
+        log.info("resuming %s at step %d/%d", ckpt.parent.name, start, hp.steps)
+    # the data stream restarts from a seed that depends on where we resume, so resuming is reproducible
+    data = _cycle(_loader(records, task.transform(True), cfg.batch_size, cfg.workers, seed + start, True))
+    pool = None
+    if teacher is not None:
+        teacher.to(device).eval()
+        pool = _cycle(_loader(unlabelled, task.unlabelled_transform(), cfg.batch_size, cfg.workers,
+                              seed + start + 1, True))
+    model.train()
+    bar = None
+    if progress:
+        from tqdm import tqdm
+        bar = tqdm(total=hp.steps, initial=start, desc="train", leave=False, unit="step")
+    pending: list[torch.Tensor] = []
+    for step in range(start, hp.steps):
+        x, y = next(data)
+        x = _to_device(x, device, cfg.channels_last)
+        with _autocast(device, cfg.amp):
+            out = model(x)
+            loss = task.loss(model, out, y)
+            if teacher is not None:
+                loss = loss * labelled_weight
+                u, _ = next(pool)
+                u = _to_device(u, device, cfg.channels_last)
+                with torch.no_grad():
+                    target = teacher(u)
+                loss = loss + task.distill_loss(model(u), target)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        sched.step()
+        pending.append(loss.detach())
+        last = step + 1 == hp.steps
+        save = ckpt and cfg.ckpt_every and ((step + 1) % cfg.ckpt_every == 0 or last)
+        if save or last or len(pending) >= _SYNC_EVERY:   # host sync only now and then (GPU)
+            values = torch.stack(pending).float().cpu().tolist()
+            pending.clear()
+            bad = next((i for i, v in enumerate(values) if not math.isfinite(v)), None)
+            if bad is not None:
+                raise FloatingPointError(f"loss is {values[bad]} at step {step + 1 - len(values) + bad}: "
+                                         "lower the learning rate")
+            losses.extend(values)
+        if bar:
+            bar.update(1)
+            if losses:
+                bar.set_postfix(loss=f"{losses[-1]:.4g}", refresh=False)
+        if save:
+            from tools.atomic import atomic_write
+            with atomic_write(ckpt, "wb") as fh:
+                torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "sched": sched.state_dict(),
+                            "step": step + 1, "losses": losses}, fh)
+    if bar:
+        bar.close()
+    return losses
+
+
+@torch.no_grad()
+def predict(model: nn.Module, task, records: list[dict], cfg: TrainConfig,
+            device: torch.device | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Task predictions and (transformed) targets for `records`, in order, without augmentation."""
+    device = device or pick_device(cfg.device)
+    model.to(device).eval()
+    preds, targets = [], []
+    for x, y in _loader(records, task.transform(False), cfg.eval_batch_size, cfg.workers, 0, False):
+        with _autocast(device, cfg.amp):
+            out = model(_to_device(x, device, cfg.channels_last))
+        preds.append(task.predict(out))
+        targets.append(y.numpy())
+    return np.concatenate(preds), np.concatenate(targets)
+
+
+def evaluate(model: nn.Module, task, records: list[dict], cfg: TrainConfig, pairs=None,
+             device: torch.device | None = None) -> dict:
+    """The task's metrics on `records` (recognition: on the images of `pairs`, or pairs made from records)."""
+    if task.name == "recognition":
+        if pairs is None:
+            from finetune.datasets import make_pairs
+            pairs = make_pairs(records)
+        paths = sorted({p for a, b, _ in pairs for p in (a, b)})
+        records = [{"key": p, "path": p, "target": None} for p in paths]
+    preds, targets = predict(model, task, records, cfg, device)
+    return task.metrics(preds, targets, records, pairs)

@@ -1,0 +1,74 @@
+"""The table and the redundancy index on constructed results with known answers."""
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+
+from finetune import curve
+from tools.cli import main as cli_main
+
+
+def _write(folder, init, fraction, seed, nme, task="landmarks"):
+    folder.mkdir(parents=True, exist_ok=True)
+    r = {"key": f"{init}-{fraction}-{seed}", "task": task, "dataset": "lm5", "init": init, "fraction": fraction,
+         "seed": seed, "adapt": "full", "distill": 0, "primary_metric": "nme", "lower_is_better": True,
+         "metrics": {"nme": nme, "nme_diag": nme / 2}}
+    (folder / f"{r['key']}.json").write_text(json.dumps(r))
+
+
+def test_point_index_known_answers():
+    # NME 4.0 at 100%, 4.1 at 10% (inside the 5% band, edge 4.2), 5.0 at 2%:
+    # the band is crossed 1/9 of the way from 10% to 2% in log(fraction)
+    ix, bounded = curve.point_index([1.0, 0.1, 0.02], [4.0, 4.1, 5.0], lower_is_better=True)
+    assert bounded and ix == pytest.approx(0.1 * 0.2 ** (1 / 9))
+    # higher-is-better: accuracy 0.90, 0.80 at 10% -> edge 0.855, halfway in log between 1 and 0.1
+    ix, bounded = curve.point_index([1.0, 0.1], [0.90, 0.81], lower_is_better=False)
+    assert bounded and ix == pytest.approx(10 ** (-(0.90 - 0.855) / (0.90 - 0.81)))
+    # every fraction inside the band: bounded by the smallest fraction tried
+    assert curve.point_index([1.0, 0.1, 0.02], [4.0, 4.05, 4.1], True) == (0.02, False)
+    # order of the inputs does not matter
+    assert curve.point_index([0.02, 1.0, 0.1], [5.0, 4.0, 4.1], True)[0] == pytest.approx(0.1 * 0.2 ** (1 / 9))
+
+
+def test_redundancy_index_uncertainty_from_seeds():
+    exact = {1.0: [4.0, 4.0, 4.0], 0.1: [4.1, 4.1, 4.1], 0.02: [5.0, 5.0, 5.0]}
+    ix = curve.redundancy_index(exact, True)
+    assert ix["index"] == pytest.approx(0.1 * 0.2 ** (1 / 9)) and ix["log10_std"] == pytest.approx(0.0)
+    noisy = {1.0: [3.9, 4.0, 4.1], 0.1: [3.9, 4.1, 4.3], 0.02: [4.6, 5.0, 5.4]}
+    ix2 = curve.redundancy_index(noisy, True)
+    assert ix2["index"] == pytest.approx(0.1 * 0.2 ** (1 / 9))          # the seed means are the same
+    assert ix2["log10_std"] > 0 and ix2["ci68"][0] < ix2["index"] < ix2["ci68"][1]
+    single = curve.redundancy_index({1.0: [4.0], 0.1: [4.1], 0.02: [5.0]}, True)
+    assert single["ci68"] is None and "no uncertainty" in curve.format_index(single)
+
+
+def test_table_plot_and_cli(tmp_path, capsys):
+    res = tmp_path / "ft" / "results"
+    for seed, d in enumerate((-0.1, 0.0, 0.1)):
+        _write(res, "scratch", 1.0, seed, 4.5 + d)
+        _write(res, "scratch", 0.1, seed, 6.6 + d)
+        _write(res, "scratch", 0.02, seed, 13.5 + d)
+        _write(res, "swav.pt", 1.0, seed, 3.9 + d)
+        _write(res, "swav.pt", 0.1, seed, 4.0 + d)
+        _write(res, "swav.pt", 0.02, seed, 5.0 + d)
+    blocks = curve.summarise(curve.load_results(res))
+    assert len(blocks) == 1 and len(blocks[0]["rows"]) == 6
+    row = next(r for r in blocks[0]["rows"] if r["init"] == "scratch" and r["fraction"] == 0.02)
+    assert row["metrics"]["nme"][0] == pytest.approx(13.5) and row["seeds"] == 3
+    assert row["metrics"]["nme"][1] == pytest.approx(math.sqrt(2 / 3) * 0.1)
+    # SwAV stays in the band longer than scratch: a smaller index
+    assert blocks[0]["index"]["swav.pt"]["index"] < blocks[0]["index"]["scratch"]["index"]
+    assert cli_main(["curve", str(res)]) == 0
+    out = capsys.readouterr().out
+    assert "13.50 ± 0.08" in out and "redundancy index" in out and "swav.pt" in out
+    png = tmp_path / "ft" / "curve.png"
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    saved = json.loads((tmp_path / "ft" / "curve.json").read_text())
+    assert saved[0]["metric"] == "nme"
+
+
+def test_no_results_is_a_clear_error(tmp_path, capsys):
+    assert cli_main(["curve", str(tmp_path)]) == 2
+    assert "no fine-tuning results" in capsys.readouterr().err

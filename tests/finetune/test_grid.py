@@ -1,0 +1,173 @@
+"""The grid: the search never reads the test split, interrupted grids resume, results are complete."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from finetune import datasets, grid
+from finetune.tasks import load_task
+
+from .conftest import tiny_cfg
+
+
+@pytest.fixture
+def read_log(monkeypatch):
+    """Every image path the stage opens, in order (load_image is the only reader)."""
+    seen: list[str] = []
+    real = datasets.load_image
+
+    def traced(path):
+        seen.append(str(path))
+        return real(path)
+
+    monkeypatch.setattr(datasets, "load_image", traced)
+    return seen
+
+
+def test_search_never_reads_the_test_split(tmp_path, tiny_landmarks, read_log, monkeypatch):
+    cfg = tiny_cfg(tmp_path, task="landmarks", data=str(tiny_landmarks), trials=2, min_val=4)
+    cfg.search.lr = [1e-3, 3e-3]
+    _, data = load_task(cfg)
+    test_paths = {r["path"] for r in data.test}
+    assert test_paths
+    phases = []
+    real_search = grid.search
+
+    def watched_search(*a, **kw):
+        start = len(read_log)
+        out = real_search(*a, **kw)
+        phases.append(read_log[start:])
+        return out
+
+    monkeypatch.setattr(grid, "search", watched_search)
+    counts = grid.run_grid(cfg)
+    assert counts == {"done": 2, "skipped": 0, "failed": 0, "total": 2}
+    searched = [p for phase in phases for p in phase]
+    assert searched, "the search trained and validated on something"
+    assert not test_paths & set(searched)            # the search never opened a test image
+    assert test_paths <= set(read_log)                # ... while the final evaluation did
+    results = [json.loads(p.read_text()) for p in (tmp_path / "ft" / "results").glob("*.json")]
+    for r in results:
+        assert len(r["search"]["trials"]) == 2
+        assert r["sizes"]["test"] == len(data.test)
+        assert r["sizes"]["search_fit"] + r["sizes"]["search_val"] == r["sizes"]["train"]
+        assert r["hparams"] in [t["hparams"] for t in r["search"]["trials"]]
+        assert r["primary_metric"] == "nme" and r["metrics"]["nme"] > 0
+    # the search is cached per data point: a second grid over more seeds trains no new trial
+    trial_files = sorted((tmp_path / "ft" / "search").rglob("*.json"))
+    assert len(trial_files) == 4                       # 2 fractions x 2 trials
+    cfg.seeds = 2
+    assert grid.run_grid(cfg) == {"done": 2, "skipped": 2, "failed": 0, "total": 4}
+    assert sorted((tmp_path / "ft" / "search").rglob("*.json")) == trial_files
+
+
+def test_interrupted_grid_resumes(tmp_path, tiny_landmarks, monkeypatch):
+    cfg = tiny_cfg(tmp_path, task="landmarks", data=str(tiny_landmarks), fractions=[1.0, 0.5, 0.25])
+    real = grid.run_one
+    calls = []
+
+    def crash_on_third(cfg_, task, data, run, *a, **kw):
+        calls.append(run)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return real(cfg_, task, data, run, *a, **kw)
+
+    monkeypatch.setattr(grid, "run_one", crash_on_third)
+    with pytest.raises(KeyboardInterrupt):
+        grid.run_grid(cfg)
+    assert len(list((tmp_path / "ft" / "results").glob("*.json"))) == 2
+    calls.clear()
+    monkeypatch.setattr(grid, "run_one", lambda *a, **kw: (calls.append(a[3]), real(*a, **kw))[1])
+    assert grid.run_grid(cfg) == {"done": 1, "skipped": 2, "failed": 0, "total": 3}
+    assert [c.fraction for c in calls] == [0.25]      # only the unfinished run was trained
+
+
+def test_run_checkpoint_resumes_mid_training(tmp_path, tiny_landmarks):
+    from finetune import trainer
+    from finetune.trainer import HParams
+    cfg = tiny_cfg(tmp_path, task="landmarks", data=str(tiny_landmarks))
+    cfg.train.ckpt_every = 2
+    task, data = load_task(cfg)
+    ckpt = tmp_path / "last.pt"
+    model = trainer.build_model(task, "scratch", "resnet18")
+    full = trainer.train(model, task, data.train[:16], HParams(1e-3, 4, 1.0), cfg.train, seed=0, ckpt=ckpt)
+    assert ckpt.exists() and len(full) == 4
+    model2 = trainer.build_model(task, "scratch", "resnet18")
+    resumed = trainer.train(model2, task, data.train[:16], HParams(1e-3, 4, 1.0), cfg.train, seed=0, ckpt=ckpt)
+    assert resumed[:2] == full[:2] and len(resumed) == 4   # the first two steps came from the checkpoint
+
+
+def test_backbone_init_and_distillation(tmp_path, tiny_landmarks):
+    import torch
+    from pretrain.backbone import build_resnet
+    path = tmp_path / "backbone.pt"
+    torch.save(build_resnet("resnet18").state_dict(), path)
+    cfg = tiny_cfg(tmp_path, task="landmarks", data=str(tiny_landmarks), inits=["scratch", str(path)],
+                   fractions=[0.5], distill=2, unlabelled="pool")
+    assert grid.run_grid(cfg) == {"done": 2, "skipped": 0, "failed": 0, "total": 2}
+    results = [json.loads(p.read_text()) for p in (tmp_path / "ft" / "results").glob("*.json")]
+    assert {r["init"] for r in results} == {"scratch", str(path)}
+    for r in results:
+        assert [h["round"] for h in r["distill_rounds"]] == [1, 2]
+        assert r["sizes"]["unlabelled"] == r["sizes"]["train_pool"] > r["sizes"]["train"]
+    # a changed checkpoint is a different run
+    torch.save(build_resnet("resnet18").state_dict(), path)
+    assert grid.run_grid(cfg)["done"] == 1
+
+
+def test_bad_init_is_a_clear_error(tmp_path, tiny_landmarks):
+    cfg = tiny_cfg(tmp_path, task="landmarks", data=str(tiny_landmarks), inits=["nope.pt"])
+    with pytest.raises(FileNotFoundError, match="nope.pt"):
+        grid.run_grid(cfg)
+
+
+def test_ranks_split_the_grid():
+    runs = [grid.Run(i, f, s) for i in ("a", "b") for f in (1.0, 0.1) for s in range(3)]
+    shares = [grid.rank_runs(runs, r, 3, by_data_point=False) for r in range(3)]
+    assert sorted(sum(shares, []), key=runs.index) == runs and all(len(s) == 4 for s in shares)
+    points = [grid.rank_runs(runs, r, 3, by_data_point=True) for r in range(3)]
+    assert sorted(sum(points, []), key=runs.index) == runs
+    for share in points:   # a data point's seeds stay together
+        assert all(len([x for x in share if (x.init, x.fraction) == (r.init, r.fraction)]) == 3 for r in share)
+
+
+def test_cli_finetune_then_curve(tmp_path, tiny_landmarks, capsys):
+    from tools.cli import main
+    out = tmp_path / "cli"
+    args = ["finetune", "--task", "landmarks", "--data", str(tiny_landmarks), "--inits", "scratch",
+            "--fractions", "1,0.5", "--seeds", "1", "--image-size", "32", "--out", str(out),
+            "--set", "search.steps=[2]", "--set", "train.batch_size=8", "--set", "train.workers=0"]
+    assert main(args) == 0
+    assert "finetune: done=2, skipped=0, failed=0" in capsys.readouterr().out
+    assert (out / "config.yaml").exists()
+    assert main(args) == 0
+    assert "done=0, skipped=2" in capsys.readouterr().out
+    assert main(["curve", str(out / "results")]) == 0
+    assert "redundancy index" in capsys.readouterr().out
+    assert main(args[:3] + ["--data", str(tmp_path / "missing.txt"), "--out", str(out)]) == 2
+    assert "missing.txt" in capsys.readouterr().err
+
+
+@pytest.mark.gpu
+def test_cuda_bf16_channels_last(tmp_path, tiny_landmarks):
+    import torch
+    from finetune import trainer
+    from finetune.trainer import HParams
+    cfg = tiny_cfg(tmp_path, task="landmarks", data=str(tiny_landmarks), image_size=64)
+    task, data = load_task(cfg)
+    model = trainer.build_model(task, "scratch", "resnet50")
+    dev = torch.device("cuda")
+    losses = trainer.train(model, task, data.train[:32], HParams(1e-3, 20, 1.0), cfg.train, seed=0, device=dev)
+    assert all(map(lambda v: v == v, losses)) and losses[-1] < losses[0]
+    assert model.trunk.conv1.weight.is_contiguous(memory_format=torch.channels_last)
+    assert trainer.evaluate(model, task, data.test, cfg.train, device=dev)["nme"] > 0
+
+
+def test_diverging_run_is_counted_failed_not_written(tmp_path, tiny_landmarks, monkeypatch):
+    import torch
+    from finetune.tasks import LandmarkTask
+    monkeypatch.setattr(LandmarkTask, "loss", lambda self, model, out, target: out.float().mean() * torch.nan)
+    cfg = tiny_cfg(tmp_path, task="landmarks", data=str(tiny_landmarks), fractions=[1.0])
+    assert grid.run_grid(cfg) == {"done": 0, "skipped": 0, "failed": 1, "total": 1}
+    assert not list((tmp_path / "ft" / "results").glob("*.json"))
