@@ -45,6 +45,8 @@ class FilterConfig:
     max_faces: int = 20               # keep at most this many (largest) faces per photo; 0 = no cap
     min_sharpness: float = 0.0        # variance of the Laplacian on a 112 px grey crop; 0 = off
     max_yaw: float = 0.0              # degrees, estimated from 5 landmarks; 0 = off
+    measures: bool = True             # sharpness, pHash, dHash in each sample's json; false is honoured
+                                      # only by --detector none (faces are always measured)
 
 
 @dataclass

@@ -1,6 +1,6 @@
 """Download and decode photos concurrently, turning every bad input into a reason, never a crash.
 
-A thread pool fetches (HTTP with per-thread `requests.Session` connection reuse, or local
+A thread pool fetches (HTTP through one shared urllib3 pool manager with keep-alive, or local
 files) and decodes in parallel; results come back *in submission order* through a bounded
 window, so the detector never waits on one slow host for long while memory stays bounded,
 and which of two identical photos is kept does not depend on thread timing.
@@ -19,12 +19,14 @@ import io
 import threading
 import time
 import urllib.parse
+import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterable, Iterator
+from typing import Any, Callable, Iterable, Iterator
 
 import numpy as np
-import requests
+import urllib3
+import urllib3.exceptions as u3exc
 from PIL import Image, ImageOps
 
 from curate.config import DownloadConfig
@@ -46,6 +48,7 @@ class Fetched:
     error: str | None = None
     nbytes: int = 0
     source_size: tuple[int, int] | None = None  # (w, h) before any reduced-scale JPEG decode
+    processed: Any = None  # what `download(post=...)` returned (or raised) for it, on the fetch thread
 
 
 # ---- bytes -----------------------------------------------------------------------------------
@@ -74,7 +77,13 @@ def sniff(data: bytes) -> str:
 
 def decode_image(data: bytes, max_pixels: int, min_side: int = 1, draft: int = 0,
                  sizes: list | None = None) -> np.ndarray:
-    """Bytes → upright RGB array. The pixel cap is checked on the header before decoding.
+    """Bytes → upright RGB array (see `decode_pil`)."""
+    return np.asarray(decode_pil(data, max_pixels, min_side, draft, sizes))
+
+
+def decode_pil(data: bytes, max_pixels: int, min_side: int = 1, draft: int = 0,
+               sizes: list | None = None) -> Image.Image:
+    """Bytes → upright RGB PIL image. The pixel cap is checked on the header before decoding.
 
     `draft` > 0 lets JPEGs decode at a reduced DCT scale whose sides stay ≥ `draft` (much faster
     when only a small resized image is wanted); the original (w, h) is appended to `sizes`.
@@ -106,7 +115,7 @@ def decode_image(data: bytes, max_pixels: int, min_side: int = 1, draft: int = 0
             bg = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
             im = Image.alpha_composite(bg, rgba)
         im = im.convert("RGB")
-    return np.asarray(im)
+    return im
 
 
 # ---- fetching --------------------------------------------------------------------------------
@@ -140,35 +149,66 @@ class _Retryable(Exception):
     pass
 
 
-def _get_once(session: requests.Session, url: str, cfg: DownloadConfig) -> bytes:
+MAX_REDIRECTS = 10
+
+
+def _get_once(http: urllib3.PoolManager, url: str, cfg: DownloadConfig) -> bytes:
+    """One GET: the status, the declared and actual size against the cap, truncation.
+
+    urllib3 directly (no `requests` layer): per small image, requests' request preparation,
+    environment merging and chunk generator cost more CPU than the transfer itself.
+    """
+    timeout = urllib3.Timeout(connect=cfg.timeout, read=cfg.timeout)
     try:
-        with session.get(url, timeout=(cfg.timeout, cfg.timeout), stream=True) as resp:
-            if resp.status_code in RETRY_STATUS:
-                raise _Retryable(f"HTTP {resp.status_code}")
-            if resp.status_code != 200:
-                raise SkipPhoto(f"HTTP {resp.status_code}")
+        for _ in range(MAX_REDIRECTS + 1):
+            resp = http.request("GET", url, preload_content=False, retries=False, redirect=False,
+                                timeout=timeout)
+            location = resp.headers.get("Location")
+            if resp.status in (301, 302, 303, 307, 308) and location:
+                resp.drain_conn()
+                resp.release_conn()
+                url = urllib.parse.urljoin(url, location)
+                continue
+            break
+        else:
+            raise SkipPhoto(f"more than {MAX_REDIRECTS} redirects")
+        complete = False
+        try:
+            if resp.status in RETRY_STATUS:
+                raise _Retryable(f"HTTP {resp.status}")
+            if resp.status != 200:
+                raise SkipPhoto(f"HTTP {resp.status}")
             declared = resp.headers.get("Content-Length")
             if declared and declared.isdigit() and int(declared) > cfg.max_bytes:
                 raise SkipPhoto(f"too large: {declared} bytes > {cfg.max_bytes}")
-            buf = bytearray()
-            for chunk in resp.iter_content(chunk_size=1 << 16):
-                buf += chunk
-                if len(buf) > cfg.max_bytes:
-                    raise SkipPhoto(f"too large: > {cfg.max_bytes} bytes")
-            if declared and declared.isdigit() and len(buf) < int(declared):
-                raise _Retryable(f"truncated body: {len(buf)} of {declared} bytes")
-            return bytes(buf)
-    except (requests.Timeout, requests.ConnectionError, requests.exceptions.ChunkedEncodingError) as exc:
-        if isinstance(exc, requests.Timeout):
+            data = resp.read(cfg.max_bytes + 1, decode_content=True)  # blocks until that much or EOF
+            if len(data) > cfg.max_bytes:
+                raise SkipPhoto(f"too large: > {cfg.max_bytes} bytes")
+            if declared and declared.isdigit() and len(data) < int(declared):
+                raise _Retryable(f"truncated body: {len(data)} of {declared} bytes")
+            complete = resp.read(1) == b""
+            return data
+        finally:
+            if not complete:
+                resp.close()  # an unread or oversized body: drop the connection, never drain it
+            resp.release_conn()
+    except (u3exc.TimeoutError, u3exc.ProtocolError, u3exc.SSLError, u3exc.ProxyError) as exc:
+        if isinstance(exc, u3exc.NewConnectionError):
+            name = "connection error"
+        elif isinstance(exc, u3exc.TimeoutError):
             name = "timeout"
-        elif isinstance(exc, requests.exceptions.ChunkedEncodingError):
+        elif isinstance(exc, u3exc.ProtocolError) and "IncompleteRead" in str(exc):
             name = "truncated body (connection closed early)"
         else:
             name = "connection error"
         raise _Retryable(f"{name}: {str(exc)[:200]}") from None
+    except u3exc.DecodeError as exc:
+        raise SkipPhoto(f"cannot decode the response's content-encoding: {str(exc)[:200]}") from None
+    except (u3exc.LocationValueError, u3exc.URLSchemeUnknown) as exc:
+        raise SkipPhoto(f"bad URL: {str(exc)[:200]}") from None
 
 
-def fetch_bytes(url: str, session: requests.Session, cfg: DownloadConfig,
+def fetch_bytes(url: str, http: urllib3.PoolManager, cfg: DownloadConfig,
                 limiter: HostLimiter | None = None, sleep: Callable[[float], None] = time.sleep) -> bytes:
     """GET with the per-host cap, retries (jittered exponential backoff) and the byte cap."""
     local = _local_path(url)
@@ -187,7 +227,7 @@ def fetch_bytes(url: str, session: requests.Session, cfg: DownloadConfig,
         if sem:
             sem.acquire()
         try:
-            return _get_once(session, url, cfg)
+            return _get_once(http, url, cfg)
         finally:
             if sem:
                 sem.release()
@@ -200,23 +240,34 @@ def fetch_bytes(url: str, session: requests.Session, cfg: DownloadConfig,
 
 
 class Fetcher:
-    """Per-thread sessions (connection reuse without sharing a Session across threads)."""
+    """One thread-safe urllib3 pool manager (keep-alive connections, `per_host` per host) for all
+    download threads; HTTP(S)_PROXY / NO_PROXY from the environment are honoured as `requests` did."""
 
-    def __init__(self, cfg: DownloadConfig):
-        self.cfg = cfg
+    def __init__(self, cfg: DownloadConfig, post: Callable[[Fetched, Image.Image], Any] | None = None):
+        self.cfg, self.post = cfg, post
         self.limiter = HostLimiter(cfg.per_host)
-        self._local = threading.local()
+        self._headers = urllib3.util.make_headers(keep_alive=True, accept_encoding=True,
+                                                  user_agent=cfg.user_agent)
+        self._headers["Accept"] = "*/*"
+        pool = {"num_pools": 64, "maxsize": max(4, cfg.per_host), "headers": self._headers}
+        self._direct = urllib3.PoolManager(**pool)
+        self._proxies = {k: v for k, v in urllib.request.getproxies().items() if k in ("http", "https")}
+        self._proxied: dict[str, urllib3.PoolManager] = {}
+        self._lock = threading.Lock()
+        self._pool = pool
 
-    def session(self) -> requests.Session:
-        s = getattr(self._local, "session", None)
-        if s is None:
-            s = requests.Session()
-            adapter = requests.adapters.HTTPAdapter(pool_connections=16, pool_maxsize=max(4, self.cfg.per_host))
-            s.mount("http://", adapter)
-            s.mount("https://", adapter)
-            s.headers["User-Agent"] = self.cfg.user_agent
-            self._local.session = s
-        return s
+    def manager(self, url: str) -> urllib3.PoolManager:
+        """The pool manager for `url`: direct, or through the environment's proxy for its scheme."""
+        if not self._proxies:
+            return self._direct
+        parts = urllib.parse.urlsplit(url)
+        proxy = self._proxies.get(parts.scheme)
+        if not proxy or urllib.request.proxy_bypass(parts.hostname or ""):
+            return self._direct
+        with self._lock:
+            if proxy not in self._proxied:
+                self._proxied[proxy] = urllib3.ProxyManager(proxy, **self._pool)
+            return self._proxied[proxy]
 
     def __call__(self, row: dict) -> Fetched:
         """Never raises: any failure becomes `Fetched.error`."""
@@ -224,17 +275,24 @@ class Fetcher:
         try:
             if not url:
                 raise SkipPhoto("no URL")
-            data = fetch_bytes(url, self.session(), self.cfg, self.limiter)
+            data = fetch_bytes(url, self.manager(url), self.cfg, self.limiter)
             sha = hashlib.sha256(data).hexdigest()
             sizes: list = []
             try:
-                image = decode_image(data, self.cfg.max_pixels, self.cfg.min_side, self.cfg.draft, sizes)
+                image = decode_pil(data, self.cfg.max_pixels, self.cfg.min_side, self.cfg.draft, sizes)
             except SkipPhoto as exc:
                 return Fetched(row, sha256=sha, error=str(exc), nbytes=len(data))
             w, h = sizes[0]
-            size = (image.shape[1], image.shape[0]) if not self.cfg.draft else \
-                ((w, h) if (image.shape[1] >= image.shape[0]) == (w >= h) else (h, w))
-            return Fetched(row, image=image, sha256=sha, nbytes=len(data), source_size=size)
+            size = image.size if not self.cfg.draft else \
+                ((w, h) if (image.width >= image.height) == (w >= h) else (h, w))
+            if self.post is None:
+                return Fetched(row, image=np.asarray(image), sha256=sha, nbytes=len(data), source_size=size)
+            fetched = Fetched(row, sha256=sha, nbytes=len(data), source_size=size)
+            try:  # a processing error belongs to the caller (it is not a download failure)
+                fetched.processed = self.post(fetched, image)
+            except Exception as exc:
+                fetched.processed = exc
+            return fetched
         except SkipPhoto as exc:
             return Fetched(row, error=str(exc))
         except Exception as exc:  # a bug or an unforeseen library error must not stop the run
@@ -256,7 +314,14 @@ def ordered_map(fn: Callable, items: Iterable, workers: int, window: int) -> Ite
         ex.shutdown(wait=False, cancel_futures=True)
 
 
-def download(rows: Iterable[dict], cfg: DownloadConfig) -> Iterator[Fetched]:
-    """Fetched photos in the order of `rows`, downloaded and decoded by `cfg.workers` threads."""
+def download(rows: Iterable[dict], cfg: DownloadConfig,
+             post: Callable[[Fetched, Image.Image], Any] | None = None) -> Iterator[Fetched]:
+    """Fetched photos in the order of `rows`, downloaded and decoded by `cfg.workers` threads.
+
+    With `post`, each decoded photo is handed to `post(fetched, pil_image)` on the same thread
+    and `fetched.processed` holds its result (or the exception it raised) instead of `image`:
+    per-photo work that needs no batch (the `--detector none` crop, hashes, JPEG encode) runs
+    where the photo already is, without an array copy or a second thread hop.
+    """
     window = cfg.queue_size or 8 * max(1, cfg.workers)
-    return ordered_map(Fetcher(cfg), rows, cfg.workers, max(window, cfg.workers))
+    return ordered_map(Fetcher(cfg, post), rows, cfg.workers, max(window, cfg.workers))

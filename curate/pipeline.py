@@ -6,6 +6,10 @@ The stages overlap so the detector is the only thing the run waits on:
     detect  ─►  encode threads (filter, align, jpeg, hashes)  ─►  bounded queue of futures
     ─►  sink thread: write shards in input order, catalog statuses
 
+With `--detector none` there is nothing to batch for: each download thread crops, measures
+(sharpness, pHash, dHash; `filter.measures=false` skips them) and JPEG-encodes the photo it has
+just decoded, and the main thread only dedupes and forwards the finished samples to the sink.
+
 Exactly-once: a photo becomes `done` only in the shard writer's commit callback (after its
 shard is renamed); photos with no accepted face, failures and duplicates are recorded when seen
 (nothing is lost by redoing them). On start, the shards that may hold un-acknowledged photos
@@ -17,6 +21,7 @@ from __future__ import annotations
 import collections
 import concurrent.futures as cf
 import dataclasses
+import functools
 import io
 import json
 import logging
@@ -29,13 +34,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
 
+import imagehash
 from PIL import Image
 
+from curate.align import align_face, resize_center_crop
 from curate.config import CurateConfig, parse_part
 from curate.download import Fetched, download
+from curate.filters import estimate_yaw, interocular, phash_hex, select_faces, sharp_enough, sharpness
 from curate.sources import license_url, open_source
 from shards.format import make_key
-from shards.reader import iter_samples
 from shards.split import key_score
 from shards.writer import ShardWriter, part_prefix, part_suffix
 from tools.config import save_config
@@ -65,6 +72,8 @@ def in_part(photo_id: str, part: tuple[int, int] | None, seed: int = 0) -> bool:
 
 def photos_in_shard(path: Path) -> dict[str, str | None]:
     """{photo_id: sha256} of the faces stored in one shard (from the json members)."""
+    from shards.reader import iter_samples  # webdataset imports torch: only load it when recovering
+
     out: dict[str, str | None] = {}
     for sample in iter_samples(str(path), extensions={"json"}):
         meta = json.loads(sample["json"])
@@ -117,18 +126,15 @@ def _provenance(row: dict, fetched: Fetched) -> dict:
     }
 
 
-def face_samples(fetched: Fetched, dets, cfg: CurateConfig, detector_name: str
-                 ) -> tuple[list[dict], collections.Counter]:
+def face_samples(fetched: Fetched, dets, cfg: CurateConfig, detector_name: str,
+                 image: Image.Image | None = None) -> tuple[list[dict], collections.Counter]:
     """The shard samples (key, jpg, json) of one photo ([] when no face passes the filters) and
-    the per-filter rejection counts. Pure: runs on the encode thread pool."""
+    the per-filter rejection counts. Pure: runs on the encode pool, or (`--detector none`, given
+    the decoded PIL `image`) on the download thread that fetched the photo."""
     rejected: collections.Counter = collections.Counter()
-    import imagehash
-
-    from curate.align import align_face, resize_center_crop
-    from curate.filters import estimate_yaw, interocular, select_faces, sharp_enough, sharpness
-
-    image = Image.fromarray(fetched.image)
-    h, w = fetched.image.shape[:2]
+    if image is None:
+        image = Image.fromarray(fetched.image)
+    w, h = image.size
     if fetched.source_size:
         w, h = fetched.source_size  # the size the photo has, even when decoded at reduced scale
     base = _provenance(fetched.row, fetched)
@@ -147,18 +153,27 @@ def face_samples(fetched: Fetched, dets, cfg: CurateConfig, detector_name: str
                 "landmarks": [[round(float(x), 2), round(float(y), 2)] for x, y in dets.landmarks[i]],
                 "score": round(float(dets.scores[i]), 5), "yaw": round(float(yaws[i]), 2),
                 "interocular": round(float(iods[i]), 2)}))
+    measure = dets is not None or cfg.filter.measures  # whole images may skip them (filter.measures)
     samples = []
     for crop, geo in crops:
-        sharp = sharpness(crop)
-        if dets is not None and not sharp_enough(sharp, cfg.filter, rejected):
-            continue
+        if measure:
+            grey = crop.convert("L")  # once for all three measures (each would convert on its own)
+            sharp = sharpness(grey)
+            if dets is not None and not sharp_enough(sharp, cfg.filter, rejected):
+                continue
+            measures = {"phash": phash_hex(grey), "dhash": str(imagehash.dhash(grey)), "sharpness": round(sharp, 3)}
+        else:
+            measures = {"phash": None, "dhash": None, "sharpness": None}
         index = len(samples)
         meta = {**base, "face_index": index, **geo, "source_size": [w, h], "detector": detector_name,
-                "crop_size": size, "phash": str(imagehash.phash(crop)), "dhash": str(imagehash.dhash(crop)),
-                "sharpness": round(sharp, 3)}
+                "crop_size": size, **measures}
         samples.append({"__key__": make_key(base["photo_id"], index),
                         "jpg": encode_jpeg(crop, cfg.align.jpeg_quality), "json": meta})
     return samples, rejected
+
+
+def _whole_image_samples(fetched: Fetched, image: Image.Image, cfg: CurateConfig):
+    return face_samples(fetched, None, cfg, "none", image=image)
 
 
 # ---- the sink thread ---------------------------------------------------------------------------
@@ -208,11 +223,14 @@ class Sink(threading.Thread):
                 kind, payload = item
                 if kind == "status":
                     self.status(*payload)
-                else:
-                    fetched, future = payload
+                else:  # "faces": a future from the encode pool; "processed": done on the fetch thread
+                    fetched, outcome = payload
                     pid = str(fetched.row["id"])
                     try:
-                        samples, rejected = future.result()
+                        outcome = outcome.result() if kind == "faces" else outcome
+                        if isinstance(outcome, Exception):
+                            raise outcome
+                        samples, rejected = outcome
                     except Exception as exc:  # one odd photo (degenerate landmarks ...) is a counted skip
                         log.warning("photo %s: %s: %s", pid, type(exc).__name__, exc)
                         self.status(pid, "failed", f"processing error: {type(exc).__name__}: {exc}"[:500],
@@ -342,12 +360,19 @@ def run_curate(cfg: CurateConfig, progress: bool = True) -> RunCounts:
         done_before = 0
         encoders = cf.ThreadPoolExecutor(cfg.align.workers or min(4, os.cpu_count() or 1),
                                          thread_name_prefix="encode")
-        stream = download(rows, fetch_cfg)
+        # --detector none: crop, hashes and JPEG encode run on the download thread that decoded the
+        # photo (no detector batch to wait for, no array copy, no second thread hop)
+        post = functools.partial(_whole_image_samples, cfg=cfg) if detector_name == "none" else None
+        stream = download(rows, fetch_cfg, post=post)
         try:
             for batch in _batches(stream, sink, seen, cfg.detect.batch_size, cfg.download.dedupe, counts):
-                dets = detector.detect([f.image for f in batch]) if detector is not None else [None] * len(batch)
-                for f, d in zip(batch, dets):
-                    sink.put(("faces", (f, encoders.submit(face_samples, f, d, cfg, detector_name))))
+                if post is not None:
+                    for f in batch:
+                        sink.put(("processed", (f, f.processed)))
+                else:
+                    dets = detector.detect([f.image for f in batch])
+                    for f, d in zip(batch, dets):
+                        sink.put(("faces", (f, encoders.submit(face_samples, f, d, cfg, detector_name))))
                 with sink.lock:
                     now = sink.processed
                 bar.update(now - done_before)

@@ -1,4 +1,11 @@
 """SwAV pretraining of torchvision ResNets on face shards, from one CPU to many GPUs.
 
-- backbone.py   torchvision ResNet trunks and loading `backbone.pt` (shared with analysis/finetune)
+- backbone.py     torchvision ResNet trunks and loading `backbone.pt` (shared with analysis/finetune)
+- swav.py         the method: head, prototypes, distributed Sinkhorn, swapped-prediction loss, queue, collapse watch
+- multicrop.py    multi-crop augmentation: per-image decode + crops, batched flip/jitter/gray/blur/normalise
+- data.py         webdataset streaming: resampled/split shards, equal batches per rank, exact resume, bad-sample counts
+- optim.py        LARS, warm-up + cosine schedule, param groups (BN/bias optionally excluded)
+- distributed.py  process group from torchrun's environment (gloo on CPU, nccl on CUDA)
+- config.py       `PretrainConfig` dataclass tree (presets in configs/*.yaml)
+- train.py        the loop: AMP, channels_last, DDP, checkpoints/resume, CSV + TensorBoard; `python -m pretrain.train`
 """

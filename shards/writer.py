@@ -15,7 +15,9 @@ Guarantees, and how:
   hold groups whose commit callback did not run; `recover()` returns those shard paths so the
   producer can reconcile its ledger from them.
 - **Deterministic bytes.** Fixed member mtime/owner/mode and sample order = arrival order, so
-  the same input gives byte-identical tars.
+  the same input gives byte-identical tars. Members are the bytes `tarfile` (PAX format) writes,
+  built directly, one write per group; an integral mtime is stored as an int (a float one would
+  add a PAX header block to every member).
 - `index.json` (`{"url", "nsamples", "sha256"}` per shard, wids-compatible) and `stats.json` are
   rewritten atomically after every completed shard.
 
@@ -29,7 +31,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import io
 import json
 import logging
 import os
@@ -40,7 +41,6 @@ from typing import IO, Any, Callable
 
 from shards.format import SHARD_PATTERN
 from shards.index import INDEX_NAME, read_index, write_index
-from shards.reader import iter_keys
 from tools.atomic import atomic_write_json
 
 log = logging.getLogger(__name__)
@@ -116,12 +116,15 @@ class ShardWriter:
         self.directory = Path(directory)
         self.directory.mkdir(parents=True, exist_ok=True)
         self.prefix, self.index_name, self.stats_name = prefix, index_name, stats_name
+        # an integral float mtime would cost every member an extra PAX header block (tarfile writes
+        # float mtimes as pax records): store it as an int
+        mtime = int(mtime) if float(mtime).is_integer() else mtime
         self.maxcount, self.maxsize, self.mtime, self.name = maxcount, maxsize, mtime, name
         self.on_commit, self.stats_fn, self.index_extra = on_commit, stats, index_extra or {}
         self._shard_re = re.compile(rf"^{re.escape(prefix)}-(\d{{6}})\.tar$")
         self._temp_re = re.compile(rf"^\.{re.escape(prefix)}-(\d{{6}})\.tar\.tmp$")
         self.shardlist: list[dict] = []
-        self._tar: tarfile.TarFile | None = None
+        self._tar: bool | None = None  # True while a shard is open
         self._file: IO[bytes] | None = None
         self._hash: _HashingFile | None = None
         self._count = 0
@@ -148,6 +151,8 @@ class ShardWriter:
             log.warning("index %s lists shards that are not on disk: %s", self.index_name, missing[:5])
         unindexed = [n for n in on_disk if n not in listed]
         for n in unindexed:
+            from shards.reader import iter_keys  # webdataset (and torch) only when there is one
+
             path = self.directory / n
             log.info("indexing shard %s completed by an interrupted run", n)
             self.shardlist.append({"url": n, "nsamples": sum(1 for _ in iter_keys(str(path))),
@@ -177,19 +182,21 @@ class ShardWriter:
         self._final_path = self.directory / name
         self._file = open(self._temp_path, "wb")
         self._hash = _HashingFile(self._file)
-        self._tar = tarfile.open(fileobj=self._hash, mode="w|", format=tarfile.PAX_FORMAT)  # type: ignore[arg-type]
+        self._tar = True
         self._count = 0
         self._groups = []
 
-    def _add(self, key: str, ext: str, data: bytes) -> None:
+    def _member(self, key: str, ext: str, data: bytes) -> list[bytes]:
+        """One tar member as `TarFile.addfile` writes it (PAX header, data, NUL padding to 512), built
+        directly: the same bytes without tarfile's per-member copy and stream buffering."""
         info = tarfile.TarInfo(f"{key}.{ext}")
         info.size = len(data)
         info.mtime = self.mtime
         info.mode = 0o444
         info.uname = info.gname = "bigdata"
         info.uid = info.gid = 0
-        assert self._tar is not None
-        self._tar.addfile(info, io.BytesIO(data))
+        pad = -len(data) % tarfile.BLOCKSIZE
+        return [info.tobuf(tarfile.PAX_FORMAT, tarfile.ENCODING, "surrogateescape"), data, tarfile.NUL * pad]
 
     def write_group(self, samples: list[dict], meta: Any = None) -> None:
         """Append one group; `meta` is handed to `on_commit` once its shard is complete."""
@@ -207,9 +214,11 @@ class ShardWriter:
             self.finish_shard()
         if self._tar is None:
             self._open_shard()
+        parts: list[bytes] = []
         for key, members in encoded:
             for ext, data in members:
-                self._add(key, ext, data)
+                parts += self._member(key, ext, data)
+        self._hash.write(b"".join(parts))  # one write (and one hash update) per group
         self._count += len(encoded)
         self._groups.append(meta)
 
@@ -217,7 +226,10 @@ class ShardWriter:
         """Complete the open shard: close, fsync, rename, index, commit callback, stats."""
         if self._tar is None:
             return None
-        self._tar.close()
+        # end-of-archive (two zero blocks), padded to a whole record, exactly as TarFile.close()
+        end = 2 * tarfile.BLOCKSIZE
+        end += -(self._hash.size + end) % tarfile.RECORDSIZE
+        self._hash.write(tarfile.NUL * end)
         self._file.flush()
         os.fsync(self._file.fileno())
         self._file.close()
@@ -259,9 +271,6 @@ class ShardWriter:
     def abort(self) -> None:
         """Drop the open shard without committing (its groups stay un-done and are redone)."""
         if self._tar is not None:
-            with contextlib.suppress(Exception):
-                self._tar.fileobj.closed = True  # stop tarfile's __del__ flushing into a closed file
-                self._tar.closed = True
             with contextlib.suppress(Exception):
                 self._file.close()
             with contextlib.suppress(FileNotFoundError):

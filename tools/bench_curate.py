@@ -7,6 +7,9 @@ One run, same images, same loopback server, printing a table and two ratios:
 1. download + decode + resize to 256 + write webdataset shards:
    `facesift curate --from-urls --detector none` vs `img2dataset` (webdataset output, 256 px,
    centre crop, JPEG quality 95, same thread count, one process). Goal: facesift ≥ 1.5×.
+   Two facesift rows: `facesift` with its defaults (every crop also gets the sharpness, pHash
+   and dHash that img2dataset does not compute) and `facesift-lean` with
+   `--set filter.measures=false` (the same work as img2dataset: no per-crop measures).
 2. end-to-end curate (download → detect → align → shard) vs the same detector alone on the
    same images pre-decoded, same batch size: pipeline efficiency = pipeline ÷ detector images/s.
    Goal ≥ 0.9 (the pipeline must be detector-bound, not I/O-bound).
@@ -14,7 +17,8 @@ One run, same images, same loopback server, printing a table and two ratios:
 The images are the issue-2 Flickr sandbox's photos (`tools.flickr_sandbox`, per-id variants on,
 so every URL has different bytes) built from `--photos` folders, generated once and then served
 as static files by a separate loopback HTTP/1.1 server process, so serving costs both tools the
-same and generating variants is not part of anyone's time. Every tool runs as a subprocess and
+same and generating variants is not part of anyone's time (an asyncio server with the files in
+memory: `http.server` could not serve small images as fast as the tools take them). Every tool runs as a subprocess and
 is timed two ways: "wall" (the whole command, with interpreter start-up, imports, model loading
 and exit) and "work" (from the first image request the server sees to the last output file
 written: download, decode, resize/detect, encode and shard writing themselves), plus its CPU
@@ -38,6 +42,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.parse
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
@@ -113,43 +118,60 @@ def free_port() -> int:
 
 
 def serve(www: Path, port: int) -> None:
-    """The loopback image server (its own process): static files, HTTP/1.1 keep-alive, threaded.
+    """The loopback image server (its own process): files preloaded in memory, HTTP/1.1 keep-alive
+    (and `Connection: close` when a client asks for it), one asyncio loop.
+
+    Python's `http.server` tops out around 350 small images/s on two shared cores, below what
+    either tool can take, so it would time the server rather than the tools; this one answers a
+    request in a few tens of microseconds, the same for every client.
 
     It notes when the first and last image requests of a run arrive (`/__reset`, `/__stats`),
     which times every tool the same way from the outside: from its first request to its exit,
     i.e. without interpreter start-up, imports and model loading.
     """
+    import asyncio
+    import mimetypes
     import threading
-    from functools import partial
-    from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 
-    lock = threading.Lock()
+    files = {"/" + p.relative_to(www).as_posix(): p.read_bytes() for p in www.rglob("*") if p.is_file()}
+    ctypes = {k: (mimetypes.guess_type(k)[0] or "application/octet-stream") for k in files}
     state = {"first": None, "last": None, "requests": 0}
 
-    class Handler(SimpleHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"
+    def response(status: str, body: bytes, ctype: str, close: bool) -> bytes:
+        head = (f"HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\nContent-Length: {len(body)}\r\n"
+                f"Connection: {'close' if close else 'keep-alive'}\r\n\r\n")
+        return head.encode("latin-1") + body
 
-        def log_message(self, *args) -> None:
-            pass
-
-        def do_GET(self) -> None:
-            if self.path.startswith("/__"):
-                with lock:
-                    if self.path == "/__reset":
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while True:
+                try:
+                    head = await reader.readuntil(b"\r\n\r\n")
+                except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, ConnectionError):
+                    return
+                lines = head.decode("latin-1").split("\r\n")
+                parts = lines[0].split()
+                path = parts[1].split("?", 1)[0] if len(parts) >= 2 else "/"
+                close = any(h.lower().replace(" ", "") == "connection:close" for h in lines[1:]) or \
+                    (len(parts) >= 3 and parts[2] == "HTTP/1.0")
+                if path.startswith("/__"):
+                    if path == "/__reset":
                         state.update(first=None, last=None, requests=0)
-                    body = json.dumps(state).encode()
-                self.send_response(200)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-                return
-            now = time.time()
-            with lock:
-                state["first"] = state["first"] or now
-                state["last"] = now
-                state["requests"] += 1
-            super().do_GET()
+                    out = response("200 OK", json.dumps(state).encode(), "application/json", close)
+                else:
+                    now = time.time()
+                    state["first"] = state["first"] or now
+                    state["last"] = now
+                    state["requests"] += 1
+                    body = files.get(urllib.parse.unquote(path))
+                    out = response("200 OK", body, ctypes[urllib.parse.unquote(path)], close) if body is not None \
+                        else response("404 Not Found", b"not found\n", "text/plain", close)
+                writer.write(out)
+                await writer.drain()
+                if close:
+                    return
+        finally:
+            writer.close()
 
     def orphan_watch(parent: int = os.getppid()) -> None:
         while os.getppid() == parent:      # the bench was killed: do not outlive it
@@ -157,9 +179,13 @@ def serve(www: Path, port: int) -> None:
         os._exit(0)
 
     threading.Thread(target=orphan_watch, daemon=True).start()
-    server = ThreadingHTTPServer(("127.0.0.1", port), partial(Handler, directory=str(www)))
-    server.daemon_threads = True
-    server.serve_forever()
+
+    async def main() -> None:
+        server = await asyncio.start_server(handle, "127.0.0.1", port, backlog=1024)
+        async with server:
+            await server.serve_forever()
+
+    asyncio.run(main())
 
 
 def server_state(base: str, reset: bool = False) -> dict:
@@ -219,12 +245,20 @@ def timed(cmd: list[str], log: Path, base: str, out: Path, env: dict | None = No
     return {"wall": elapsed, "window": done - first, "tail": done - last, "exit": end_wall - done, "cpu": cpu}
 
 
+FACESIFT_VARIANTS = {  # part 1 rows: name → extra `--set` options (stated in the output)
+    "facesift": [],
+    "facesift-lean": ["filter.measures=false"],
+}
+
+
 def run_facesift(urls: Path, out: Path, threads: int, detector: str, batch: int, log: Path,
-                 base: str) -> Timing:
+                 base: str, sets: list[str] = ()) -> Timing:
     cmd = [str(ROOT / ".venv" / "bin" / "facesift"), "-q", "curate", "--from-urls", str(urls), "--out", str(out),
            "--detector", detector, "--workers", str(threads), "--batch-size", str(batch), "--no-progress",
            "--set", "align.crop_size=256", "--set", "align.jpeg_quality=95", "--set", "detect.device=cpu",
            "--set", f"download.per_host={threads}"]  # img2dataset has no per-host cap: same concurrency
+    for opt in sets:
+        cmd += ["--set", opt]
     times = timed(cmd, log, base, out)
     index = json.loads((out / "index.json").read_text()) if (out / "index.json").exists() else {"shardlist": []}
     return Timing(written=sum(int(e["nsamples"]) for e in index["shardlist"]), **times)
@@ -292,8 +326,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="source photo folder (repeatable; default ../shared/data/photos + yalefaces)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--keep", action="store_true", help="keep the outputs under .bench/curate/run")
-    parser.add_argument("--skip", choices=["img2dataset", "part1", "part2"], action="append", default=[],
-                        help="leave out part 1's peer, all of part 1 or all of part 2 (repeatable)")
+    parser.add_argument("--skip", choices=["img2dataset", "lean", "part1", "part2"], action="append", default=[],
+                        help="leave out part 1's peer, part 1's facesift-lean row, all of part 1 or all of "
+                             "part 2 (repeatable)")
     parser.add_argument("--serve", type=Path, help=argparse.SUPPRESS)   # internal: the image server
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--detector-alone", type=Path, help=argparse.SUPPRESS)  # internal: part 2's baseline
@@ -318,7 +353,8 @@ def main(argv: list[str] | None = None) -> int:
     paths = materialise(folders, args.count, args.seed, www)
     nbytes = sum((www / p).stat().st_size for p in paths)
     ndet = min(args.detect_count, len(paths))
-    tools = [] if "part1" in args.skip else ["facesift"] + (["img2dataset"] if exe else [])
+    tools = [] if "part1" in args.skip else \
+        ["facesift"] + ([] if "lean" in args.skip else ["facesift-lean"]) + (["img2dataset"] if exe else [])
     part1: dict[str, list[Timing]] = {t: [] for t in tools}
     part2 = None
 
@@ -333,8 +369,9 @@ def main(argv: list[str] | None = None) -> int:
         for r in range(args.repeat if tools else 0):
             for tool in (tools if r % 2 else list(reversed(tools))):
                 out, log = run / f"{tool}-{r}", run / f"{tool}-{r}.log"
-                if tool == "facesift":
-                    t = run_facesift(lists["all"], out, args.threads, "none", args.batch_size, log, base)
+                if tool in FACESIFT_VARIANTS:
+                    t = run_facesift(lists["all"], out, args.threads, "none", args.batch_size, log, base,
+                                     FACESIFT_VARIANTS[tool])
                 else:
                     t = run_img2dataset(exe, lists["all"], out, args.threads, log, base)
                 part1[tool].append(t)
@@ -364,18 +401,24 @@ def main(argv: list[str] | None = None) -> int:
           f"load average {os.getloadavg()[0]:.1f}")
     if tools:
         print(f"part 1 - download + decode + resize 256 + webdataset shards (best of {args.repeat})")
-        print(f"  {'tool':<13}{'written':>8}{'wall s':>9}{'work s':>9}{'img/s (work)':>14}{'img/s (wall)':>14}"
+        print(f"  {'tool':<15}{'written':>8}{'wall s':>9}{'work s':>9}{'img/s (work)':>14}{'img/s (wall)':>14}"
               f"{'cpu s':>8}")
     best = {}
     for tool in tools:
         b = best[tool] = min(part1[tool], key=lambda t: t.window)
-        print(f"  {tool:<13}{b.written:>8}{b.wall:>9.2f}{b.window:>9.2f}{n / b.window:>14.1f}{n / b.wall:>14.1f}"
+        print(f"  {tool:<15}{b.written:>8}{b.wall:>9.2f}{b.window:>9.2f}{n / b.window:>14.1f}{n / b.wall:>14.1f}"
               f"{b.cpu:>8.1f}")
-    if len(tools) == 2:
-        fs, i2d = best["facesift"], best["img2dataset"]
-        per_run = ", ".join(f"{b.window / a.window:.2f}" for a, b in zip(part1["facesift"], part1["img2dataset"]))
-        print(f"  ratio facesift / img2dataset: {i2d.window / fs.window:.2f}x on work time "
+    for tool in (t for t in tools if t in FACESIFT_VARIANTS and "img2dataset" in best):
+        fs, i2d = best[tool], best["img2dataset"]
+        per_run = ", ".join(f"{b.window / a.window:.2f}" for a, b in zip(part1[tool], part1["img2dataset"]))
+        print(f"  ratio {tool} / img2dataset: {i2d.window / fs.window:.2f}x on work time "
               f"(per run: {per_run}), {i2d.wall / fs.wall:.2f}x on wall time   (goal >= 1.5x)")
+    for tool in (t for t in tools if t in FACESIFT_VARIANTS):
+        extra = " ".join(f"--set {o}" for o in FACESIFT_VARIANTS[tool])
+        print(f"  {tool}: curate --detector none --workers {args.threads} --set align.crop_size=256 "
+              f"--set align.jpeg_quality=95 --set download.per_host={args.threads} {extra}".rstrip()
+              + ("   (defaults: sharpness + pHash + dHash per crop)" if not extra else
+                 "   (no per-crop sharpness/pHash/dHash, like img2dataset)"))
     if tools:
         print("  work = first image request to the last output file written (no start-up, imports or exit);"
               " wall = the whole command")

@@ -381,3 +381,35 @@ def test_ctrl_c_keeps_the_finished_photos(tmp_path, monkeypatch):
     run_curate(cfg, progress=False)
     keys = _keys(tmp_path / "out")
     assert len(keys) == len(set(keys)) == 10
+
+
+def test_measures_in_json_and_lean_mode(tmp_path):
+    """Whole-image crops carry sharpness + pHash + dHash by default; filter.measures=false stores nulls."""
+    import imagehash
+
+    src = tmp_path / "src"
+    src.mkdir()
+    rng = np.random.default_rng(1)
+    for i in range(4):
+        Image.fromarray(rng.integers(0, 255, (60, 90, 3), dtype=np.uint8)).save(src / f"p{i}.png")
+
+    def run(out, measures):
+        cfg = _cfg(out, from_dir=str(src))
+        cfg.detect.backend = "none"
+        cfg.filter.measures = measures
+        run_curate(cfg, progress=False)
+        return _samples(out)
+
+    full = run(tmp_path / "full", True)
+    assert len(full) == 4
+    for s in full:
+        meta, crop = s["json"], s["jpg"]
+        assert meta["sharpness"] > 0
+        # stored pHash is the reduced-thumbnail variant: within 2 bits of imagehash's own
+        stored = imagehash.hex_to_hash(meta["phash"])
+        assert stored - imagehash.phash(crop) <= 4  # crop was re-encoded as JPEG after hashing
+        assert len(meta["dhash"]) == 16
+    lean = run(tmp_path / "lean", False)
+    assert [s["json"]["phash"] for s in lean] == [None] * 4
+    assert [s["json"]["sharpness"] for s in lean] == [None] * 4
+    assert [s["__key__"] for s in lean] == [s["__key__"] for s in full]

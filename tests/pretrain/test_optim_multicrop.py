@@ -1,0 +1,93 @@
+"""LARS, the LR schedule and the multi-crop transform."""
+from __future__ import annotations
+
+import io
+import math
+import random
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from pretrain.config import CropConfig
+from pretrain.multicrop import augment_batch, collate_crops, crop_plan, geometric_crops, photometric
+from pretrain.optim import LARS, lr_at, param_groups, scaled_lr
+
+
+def test_schedule_warmup_then_cosine_to_final():
+    kw = dict(total_steps=100, warmup_steps=10, base_lr=4.8, final_lr=0.0048, start_warmup=0.3)
+    assert lr_at(0, **kw) == pytest.approx(0.3)
+    assert lr_at(10, **kw) == pytest.approx(4.8)
+    assert lr_at(55, **kw) == pytest.approx(0.0048 + 0.5 * (4.8 - 0.0048))
+    assert lr_at(100, **kw) == pytest.approx(0.0048)
+    assert all(lr_at(s, **kw) >= lr_at(s + 1, **kw) for s in range(10, 100))
+    assert scaled_lr(4.8, 256, 4096) == pytest.approx(0.3)
+
+
+def test_lars_trust_ratio_and_bn_bias_exclusion():
+    model = torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.BatchNorm1d(3))
+    groups = param_groups(model, 1e-4, exclude_bn_bias=True)
+    assert [len(g["params"]) for g in groups] == [1, 3] and groups[1]["weight_decay"] == 0
+    w = model[0].weight
+    w.grad = torch.full_like(w, 0.5)
+    model[0].bias.grad = torch.full_like(model[0].bias, 0.5)
+    before_w, before_b = w.detach().clone(), model[0].bias.detach().clone()
+    opt = LARS(groups, lr=1.0, momentum=0.9, weight_decay=1e-4, trust_coefficient=0.001)
+    opt.step()
+    trust = 0.001 * before_w.norm() / (w.grad.norm() + 1e-4 * before_w.norm())
+    expected = before_w - trust * (w.grad + 1e-4 * before_w)
+    torch.testing.assert_close(w.detach(), expected)
+    torch.testing.assert_close(model[0].bias.detach(), before_b - 0.5)  # plain SGD: no trust, no wd
+
+
+def _jpeg(path, size=None) -> bytes:
+    img = Image.open(path).convert("RGB")
+    if size:
+        img = img.resize(size)
+    buf = io.BytesIO()
+    img.save(buf, "JPEG", quality=95)
+    return buf.getvalue()
+
+
+def test_crops_shapes_determinism_and_draft_decode(face_files):
+    cfg = CropConfig(nmb_crops=[2, 4], size_crops=[64, 32])
+    plan = crop_plan(cfg)
+    data = _jpeg(face_files[0])
+    a = geometric_crops(data, plan, random.Random(1))
+    b = geometric_crops(data, plan, random.Random(1))
+    assert [x.shape for x in a] == [(64, 64, 3)] * 2 + [(32, 32, 3)] * 4
+    assert all(np.array_equal(x, y) for x, y in zip(a, b))
+    # a big image whose crops all shrink ≥2× is decoded at a reduced JPEG scale — same content
+    big = _jpeg(face_files[0], (640, 640))
+    small_plan = [(16, 0.5, 1.0)]
+    fast = geometric_crops(big, small_plan, random.Random(2))[0].astype(float)
+    img = Image.open(io.BytesIO(big)).convert("RGB")
+    from pretrain.multicrop import random_resized_box
+    box = random_resized_box(640, 640, (0.5, 1.0), random.Random(2))
+    slow = np.asarray(img.resize((16, 16), Image.BILINEAR, box=box)).astype(float)
+    assert np.abs(fast - slow).mean() < 6
+
+
+def test_photometric_identity_and_jitter(face_files):
+    cfg = CropConfig(nmb_crops=[2], size_crops=[32], min_scale_crops=[0.5], max_scale_crops=[1.0])
+    samples = [geometric_crops(_jpeg(f), crop_plan(cfg), random.Random(i)) for i, f in enumerate(face_files[:6])]
+    crops = collate_crops(samples)
+    assert crops[0].shape == (6, 3, 32, 32) and crops[0].dtype == torch.uint8
+    off = CropConfig(jitter_p=0, grayscale_p=0, blur_p=0, flip_p=0)
+    x = photometric(crops[0], off, torch.Generator().manual_seed(0))
+    mean, std = torch.tensor(off.mean).view(1, 3, 1, 1), torch.tensor(off.std).view(1, 3, 1, 1)
+    torch.testing.assert_close(x * std + mean, crops[0].float() / 255, atol=1e-5, rtol=0)
+    gray = CropConfig(jitter_p=0, grayscale_p=1, blur_p=0, flip_p=1)
+    g = photometric(crops[0], gray, torch.Generator().manual_seed(0)) * std + mean
+    assert torch.allclose(g[:, 0], g[:, 1], atol=1e-5)
+    torch.testing.assert_close(g[:, 0], (crops[0].float().flip(-1) / 255 * torch.tensor(
+        [0.299, 0.587, 0.114]).view(1, 3, 1, 1)).sum(1), atol=1e-5, rtol=0)
+    out = augment_batch(crops, CropConfig(), torch.Generator().manual_seed(0))
+    again = augment_batch(crops, CropConfig(), torch.Generator().manual_seed(0))
+    assert len(out) == 2 and out[0].is_contiguous(memory_format=torch.channels_last)
+    torch.testing.assert_close(out[0], again[0])
+    assert torch.isfinite(out[0]).all() and not torch.allclose(out[0], x)
+    blurred = photometric(crops[0], CropConfig(jitter_p=0, grayscale_p=0, blur_p=1, flip_p=0,
+                                               blur_sigma=[2.0, 2.0]), torch.Generator().manual_seed(0))
+    assert blurred.diff(dim=-1).abs().mean() < x.diff(dim=-1).abs().mean() * 0.8

@@ -1,0 +1,101 @@
+"""Training end to end on real face crops: learning, exact resume, the backbone.pt contract."""
+from __future__ import annotations
+
+import csv
+import math
+
+import pytest
+import torch
+import torchvision
+import yaml
+
+from pretrain.backbone import load_backbone
+from pretrain.config import CropConfig, DataConfig, ModelConfig, OptimConfig, PretrainConfig, SwAVConfig
+from pretrain.train import train
+from tools.cli import main as cli_main
+from tools.config import to_dict
+
+
+def tiny(shards, out, **kw) -> PretrainConfig:
+    cfg = PretrainConfig(
+        shards=str(shards), out=str(out), device="cpu", amp=False, seed=0, log_every=1, checkpoint_every=100,
+        model=ModelConfig(arch="resnet18", hidden_mlp=32, feat_dim=16, nmb_prototypes=10),
+        crops=CropConfig(nmb_crops=[2, 1], size_crops=[32, 16], min_scale_crops=[0.3, 0.1], max_scale_crops=[1, 0.3]),
+        swav=SwAVConfig(freeze_prototypes_niters=2, queue_length=8, epoch_queue_starts=0),
+        optim=OptimConfig(epochs=3, base_lr=0.5, reference_batch=4, final_lr=0.05, warmup_epochs=0.5),
+        data=DataConfig(batch_size=4, workers=3, shuffle_buffer=20, epoch_size=12))
+    for k, v in kw.items():
+        setattr(cfg, k, v)
+    return cfg
+
+
+@pytest.mark.timeout(900)
+def test_resume_equals_uninterrupted_and_backbone_loads(face_shards, tmp_path):
+    straight = train(tiny(face_shards, tmp_path / "a", max_steps=4))
+    assert straight["steps"] == 4
+
+    # first half through the CLI with a YAML config, then `--resume` for the rest
+    cfg_file = tmp_path / "tiny.yaml"
+    cfg_file.write_text(yaml.safe_dump({"pretrain": to_dict(tiny(face_shards, tmp_path / "b"))}))
+    base = ["pretrain", "--shards", str(face_shards), "--out", str(tmp_path / "b"), "--config", str(cfg_file)]
+    assert cli_main(base + ["--set", "max_steps=2"]) == 0  # mid-epoch; 2 % 3 workers: round robin rotates
+    half = torch.load(tmp_path / "b" / "last.pt", weights_only=False)
+    assert half["step"] == 2 and half["ranks"][0]["stream"]["steps"] == 2
+    assert cli_main(base + ["--set", "max_steps=4", "--resume"]) == 0
+
+    a = torch.load(tmp_path / "a" / "last.pt", weights_only=False)
+    b = torch.load(tmp_path / "b" / "last.pt", weights_only=False)
+    assert a["step"] == b["step"] == 4 and a["epoch"] == b["epoch"] == 1
+    for k, v in a["model"].items():
+        torch.testing.assert_close(b["model"][k], v, atol=1e-5, rtol=1e-5, msg=k)
+    torch.testing.assert_close(a["ranks"][0]["queue"], b["ranks"][0]["queue"], atol=1e-5, rtol=1e-5)
+    with open(tmp_path / "b" / "metrics.csv") as fh:
+        assert [int(r["step"]) for r in csv.DictReader(fh)] == list(range(1, 5))
+    # re-running a finished run resumes and finishes immediately
+    assert cli_main(base + ["--set", "max_steps=4", "--resume"]) == 0
+    assert torch.load(tmp_path / "b" / "last.pt", weights_only=False)["step"] == 4
+
+    # backbone.pt: a plain torchvision state_dict, only fc missing
+    sd = torch.load(tmp_path / "b" / "backbone.pt", weights_only=True)
+    net = torchvision.models.resnet18()
+    missing, unexpected = net.load_state_dict(sd, strict=False)
+    assert sorted(missing) == ["fc.bias", "fc.weight"] and not unexpected
+    torch.testing.assert_close(net.conv1.weight, b["model"]["backbone.conv1.weight"])
+    assert load_backbone(tmp_path / "b" / "backbone.pt").feature_dim == 512
+    assert (tmp_path / "b" / "pretrain.yaml").exists() and list((tmp_path / "b" / "tb").glob("events.*"))
+
+
+def _learning_run(face_shards, out, steps):
+    cfg = tiny(face_shards, out, max_steps=steps, log_every=5, collapse_warmup_steps=10, collapse_patience=10)
+    cfg.model = ModelConfig(arch="resnet18", hidden_mlp=256, feat_dim=16, nmb_prototypes=64)
+    cfg.crops = CropConfig(nmb_crops=[2, 2], size_crops=[32, 16], jitter_strength=0.5, blur_p=0.0)
+    cfg.swav = SwAVConfig(freeze_prototypes_niters=10)
+    cfg.optim = OptimConfig(epochs=20, base_lr=1.0, reference_batch=32, final_lr=0.1, start_warmup=0,
+                            warmup_epochs=0.3)
+    cfg.data = DataConfig(batch_size=32, workers=1, shuffle_buffer=200)
+    result = train(cfg)
+    with open(out / "metrics.csv") as fh:
+        rows = list(csv.DictReader(fh))
+    return result, rows
+
+
+@pytest.mark.timeout(900)
+def test_loss_falls_and_codes_stay_spread(face_shards, tmp_path):
+    """30 steps on real faces: the loss falls clearly from where it starts, the codes keep using
+    many prototypes, nothing concentrates and the collapse watch stays quiet. (Measured on this
+    machine: 6.44 → 4.44 over 30 steps with ln K = 4.16.)"""
+    result, rows = _learning_run(face_shards, tmp_path, 30)
+    losses = [float(r["loss"]) for r in rows]
+    assert losses[-1] < losses[0] - 1.0, losses
+    assert result["collapse_warnings"] == 0
+    assert all(int(r["prototypes_used"]) >= 16 and float(r["max_share"]) < 0.5 for r in rows)
+    assert all(float(r["images_per_s"]) > 0 and 0 <= float(r["data_wait"]) <= 1 for r in rows)
+
+
+@pytest.mark.slow
+def test_loss_falls_well_below_ln_k_long(face_shards, tmp_path):
+    """The issue's criterion over a few hundred steps (slow on a shared 2-core machine)."""
+    result, rows = _learning_run(face_shards, tmp_path, 400)
+    tail = [float(r["loss"]) for r in rows[-3:]]
+    assert max(tail) < math.log(64) - 0.5, tail
+    assert result["collapse_warnings"] == 0

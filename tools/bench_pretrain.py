@@ -1,0 +1,239 @@
+"""Benchmark `facesift pretrain` against its peers, in one run on this machine, printing ratios.
+
+1. SwAV step throughput vs lightly (`SwaVProjectionHead`, `SwaVPrototypes`, `SwaVLoss`, the
+   per-view forward of lightly's own example) at the same backbone (torchvision resnet18),
+   batch, crops (2×96 + 4×48), K and optimiser (SGD, momentum 0.9), on CPU, synthetic input.
+   lightly is installed with `--no-deps` into `.bench/lightly` (it would pull pytorch-lightning
+   and friends into our venv otherwise; it never changes torch).
+2. Input pipeline, images/s with the same worker count over the same JPEGs (landmarks5 face
+   crops re-encoded at 256×256 like curate's output): our webdataset stream + multi-crop vs
+   torchvision `ImageFolder` + SwAV's per-image PIL multi-crop transforms, and vs a loader that
+   only decodes the JPEGs (the ceiling).
+
+    .venv/bin/python tools/bench_pretrain.py [--steps 6] [--images 512] [--workers 2]
+
+Absolute numbers depend on the machine's load; the ratios compare runs interleaved in one process.
+"""
+from __future__ import annotations
+
+import argparse
+import io
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+LIGHTLY_DIR = ROOT / ".bench" / "lightly"
+
+import torch  # noqa: E402
+from torch import nn  # noqa: E402
+
+
+def ensure_lightly() -> None:
+    if not (LIGHTLY_DIR / "lightly").exists():
+        subprocess.check_call([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target",
+                               str(LIGHTLY_DIR), "lightly==1.6.0"])
+    sys.path.append(str(LIGHTLY_DIR))  # after our site-packages: our torch always wins
+
+
+# ------------------------------------------------------------------ 1. step throughput
+def bench_steps(steps: int, batch: int, k: int) -> dict:
+    ensure_lightly()
+    from lightly.loss import SwaVLoss
+    from lightly.models.modules import SwaVProjectionHead, SwaVPrototypes
+    from pretrain.swav import SwAVModel, normalize_prototypes, swav_loss
+    from pretrain.backbone import build_resnet
+
+    sizes = [96, 96, 48, 48, 48, 48]
+    g = torch.Generator().manual_seed(0)
+    views = [torch.randn(batch, 3, s, s, generator=g) for s in sizes]
+
+    ours = SwAVModel("resnet18", hidden_mlp=512, feat_dim=128, nmb_prototypes=k).to(memory_format=torch.channels_last)
+    ours_views = [v.contiguous(memory_format=torch.channels_last) for v in views]
+    opt_ours = torch.optim.SGD(ours.parameters(), lr=0.01, momentum=0.9)
+
+    class LightlySwaV(nn.Module):  # lightly's documented SwAV example
+        def __init__(self):
+            super().__init__()
+            self.backbone = build_resnet("resnet18")
+            self.projection_head = SwaVProjectionHead(512, 512, 128)
+            self.prototypes = SwaVPrototypes(128, n_prototypes=k)
+
+        def forward(self, x):
+            x = self.projection_head(self.backbone(x).flatten(start_dim=1))
+            return self.prototypes(nn.functional.normalize(x, dim=1, p=2))
+
+    theirs = LightlySwaV()
+    criterion = SwaVLoss(temperature=0.1, sinkhorn_epsilon=0.05, sinkhorn_iterations=3)
+    opt_theirs = torch.optim.SGD(theirs.parameters(), lr=0.01, momentum=0.9)
+
+    def step_ours():
+        normalize_prototypes(ours)
+        z, scores = ours(ours_views)
+        loss, _, _ = swav_loss(z, scores, batch, len(views), ours.prototypes.weight)
+        opt_ours.zero_grad(set_to_none=True)
+        loss.backward()
+        opt_ours.step()
+
+    def step_theirs():
+        theirs.prototypes.normalize()
+        feats = [theirs(v) for v in views]
+        loss = criterion(feats[:2], feats[2:])
+        opt_theirs.zero_grad(set_to_none=True)
+        loss.backward()
+        opt_theirs.step()
+
+    times = {"facesift": [], "lightly": []}
+    for fn in (step_ours, step_theirs):
+        fn()  # warm-up (allocator, oneDNN primitives)
+    for _ in range(steps):  # interleaved so load changes hit both alike
+        for name, fn in (("facesift", step_ours), ("lightly", step_theirs)):
+            t = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - t)
+    return {n: batch / statistics.median(t) for n, t in times.items()}
+
+
+# ------------------------------------------------------------------ 2. input pipeline
+def make_jpegs(n: int, size: int, tmp: Path) -> tuple[Path, Path, list[Path]]:
+    import webdataset as wds
+    from PIL import Image
+    src = ROOT.parent / "shared" / "data" / "landmarks5"
+    if not src.exists():
+        src = ROOT / "data" / "sample" / "landmarks5" / "images"
+    files = sorted(src.rglob("*.jpg"))[:n]
+    folder = tmp / "imagefolder" / "faces"
+    folder.mkdir(parents=True)
+    shards = tmp / "shards"
+    shards.mkdir()
+    out = []
+    writer = wds.ShardWriter(str(shards / "faces-%06d.tar"), maxcount=max(1, n // 4), verbose=0)
+    for i, f in enumerate(files):
+        buf = io.BytesIO()
+        Image.open(f).convert("RGB").resize((size, size), Image.BICUBIC).save(buf, "JPEG", quality=95)
+        path = folder / f"{i:06d}.jpg"
+        path.write_bytes(buf.getvalue())
+        out.append(path)
+        writer.write({"__key__": f"img{i:06d}_0", "jpg": buf.getvalue()})
+    writer.close()
+    return tmp / "imagefolder", shards, out
+
+
+class PILMultiCrop:
+    """SwAV's MultiCropDataset transform (per image, PIL), the torchvision way."""
+
+    def __init__(self, sizes, scales):
+        import torchvision.transforms as T
+        from PIL import ImageFilter
+
+        class Blur:
+            def __call__(self, img):
+                import random
+                if random.random() > 0.5:
+                    return img
+                return img.filter(ImageFilter.GaussianBlur(radius=random.uniform(0.1, 2.0)))
+
+        colour = T.Compose([T.RandomApply([T.ColorJitter(0.8, 0.8, 0.8, 0.2)], p=0.8), T.RandomGrayscale(p=0.2)])
+        norm = T.Normalize([0.485, 0.456, 0.406], [0.229, 0.224, 0.225])
+        self.transforms = [T.Compose([T.RandomResizedCrop(s, scale=sc), T.RandomHorizontalFlip(p=0.5),
+                                      colour, Blur(), T.ToTensor(), norm]) for s, sc in zip(sizes, scales)]
+
+    def __call__(self, img):
+        return [t(img) for t in self.transforms]
+
+
+def _rate(loader, n_images: int) -> float:
+    it = iter(loader)
+    first = next(it)  # worker start-up excluded for all pipelines alike
+    seen = len(first["keys"]) if isinstance(first, dict) else (first[0][0] if isinstance(first[0], list) else first[0]).shape[0]
+    t = time.perf_counter()
+    count = 0
+    for batch in it:
+        if isinstance(batch, dict):
+            count += len(batch["keys"])
+        else:
+            x = batch[0]
+            count += (x[0] if isinstance(x, list) else x).shape[0]
+        if seen + count >= n_images:
+            break
+    return count / (time.perf_counter() - t)
+
+
+def bench_pipeline(n_images: int, workers: int, batch: int, size: int) -> dict:
+    import numpy as np
+    import torchvision
+    from PIL import Image
+    from pretrain.config import CropConfig, DataConfig
+    from pretrain.data import make_loader
+    from shards.index import shard_urls
+
+    crops = CropConfig(nmb_crops=[2, 4], size_crops=[96, 48])
+    sizes = [96, 96, 48, 48, 48, 48]
+    scales = [(0.14, 1.0)] * 2 + [(0.05, 0.14)] * 4
+    with tempfile.TemporaryDirectory() as tmpdir:
+        folder, shards, files = make_jpegs(n_images, size, Path(tmpdir))
+        urls = shard_urls(shards)
+        data = DataConfig(batch_size=batch, workers=workers, shuffle_buffer=256, resampled=True)
+        steps = n_images // batch + 1
+
+        def ours():
+            return _rate(make_loader(urls, crops, data, batch, seed=0, epoch=0, steps=steps), n_images)
+
+        def imagefolder():
+            ds = torchvision.datasets.ImageFolder(str(folder), transform=PILMultiCrop(sizes, scales))
+            dl = torch.utils.data.DataLoader(ds, batch_size=batch, shuffle=True, num_workers=workers, drop_last=True)
+            return _rate(dl, n_images)
+
+        class Decode(torch.utils.data.Dataset):
+            def __len__(self):
+                return len(files)
+
+            def __getitem__(self, i):
+                return torch.from_numpy(np.array(Image.open(files[i]).convert("RGB"))), 0
+
+        def decode():
+            dl = torch.utils.data.DataLoader(Decode(), batch_size=batch, shuffle=True, num_workers=workers, drop_last=True)
+            return _rate(dl, n_images)
+
+        rates = {"facesift": [], "imagefolder": [], "decode": []}
+        for _ in range(2):  # interleaved, best of two
+            for name, fn in (("facesift", ours), ("imagefolder", imagefolder), ("decode", decode)):
+                rates[name].append(fn())
+        return {k: max(v) for k, v in rates.items()}
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--steps", type=int, default=6, help="timed training steps per implementation")
+    ap.add_argument("--batch", type=int, default=32)
+    ap.add_argument("--prototypes", type=int, default=3000)
+    ap.add_argument("--images", type=int, default=512, help="images per pipeline measurement")
+    ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--size", type=int, default=256, help="JPEG side (curate writes 256)")
+    ap.add_argument("--skip", choices=["steps", "pipeline"], action="append", default=[])
+    args = ap.parse_args(argv)
+    torch.manual_seed(0)
+    print(f"machine: {os.cpu_count()} CPUs, torch {torch.__version__}, threads {torch.get_num_threads()}, "
+          f"load average {os.getloadavg()[0]:.1f} (shared machine: absolute numbers are noisy)")
+    if "steps" not in args.skip:
+        r = bench_steps(args.steps, args.batch, args.prototypes)
+        print(f"[1] SwAV step, resnet18, batch {args.batch}, 2x96+4x48, K={args.prototypes}, SGD, CPU: "
+              f"facesift {r['facesift']:.1f} img/s, lightly {r['lightly']:.1f} img/s, "
+              f"ratio {r['facesift'] / r['lightly']:.2f}x (goal >= 1.5x)")
+    if "pipeline" not in args.skip:
+        p = bench_pipeline(args.images, args.workers, args.batch, args.size)
+        print(f"[2] input pipeline, {args.images} JPEGs {args.size}x{args.size}, 2x96+4x48 crops, "
+              f"{args.workers} workers: facesift {p['facesift']:.1f} img/s, ImageFolder {p['imagefolder']:.1f} img/s, "
+              f"decode-only {p['decode']:.1f} img/s")
+        print(f"    ratio vs ImageFolder {p['facesift'] / p['imagefolder']:.2f}x (goal >= 1.2x), "
+              f"fraction of decode ceiling {p['facesift'] / p['decode']:.0%} (goal >= 60%)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
