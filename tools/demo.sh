@@ -54,10 +54,15 @@ facesift pretrain --shards "$WORK/shards" --out "$WORK/ckpt" --config configs/cp
 
 # ---- redundancy (issue 5) ----
 # The sandbox serves every photo id as a variant of a few dozen source photos, so the shards are
-# full of near-duplicates. Embed them (with the SwAV backbone when pretrain produced one, else the
-# weight-free HOG embedding), then group, measure and report. Both steps resume / are idempotent.
+# full of near-duplicates. Embed them, then group, measure and report. Both steps resume / are
+# idempotent.
+# The demo's SwAV backbone trains for seconds on a CPU, too little for its features to beat the
+# weight-free HOG embedding at finding near-duplicates, so the demo embeds with HOG; set
+# DEMO_EMBED_BACKBONE=1 to embed with $WORK/ckpt/backbone.pt instead (what a real run does).
 EMB_BACKBONE=()
-if [ -f "$WORK/ckpt/backbone.pt" ]; then EMB_BACKBONE=(--backbone "$WORK/ckpt/backbone.pt" --image-size 112); fi
+if [ "${DEMO_EMBED_BACKBONE:-0}" = 1 ] && [ -f "$WORK/ckpt/backbone.pt" ]; then
+  EMB_BACKBONE=(--backbone "$WORK/ckpt/backbone.pt" --image-size 112)
+fi
 echo "== embed: $WORK/shards -> $WORK/emb ${EMB_BACKBONE[*]:-(weight-free hog embedding)}"
 facesift embed --shards "$WORK/shards" --out "$WORK/emb" "${EMB_BACKBONE[@]}" --workers 2
 echo "== redundancy: near-duplicates, clusters, keep list and report"
