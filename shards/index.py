@@ -37,12 +37,16 @@ def write_index(directory: str | Path, shardlist: list[dict[str, Any]], name: st
     return path
 
 
-def _is_remote(spec: str) -> bool:
-    return spec.startswith(("pipe:", "http://", "https://", "s3://", "gs://"))
-
-
-def _local(spec: str) -> str:
-    return spec[len("file://"):] if spec.startswith("file://") else spec[len("file:"):] if spec.startswith("file:") else spec
+def local_path(url: str) -> str | None:
+    """The filesystem path behind a shard URL (plain, `file:` or `file://`), or None for
+    `pipe:`, http and any other scheme."""
+    if url.startswith("file://"):
+        return url[len("file://"):]
+    if url.startswith("file:"):
+        return url[len("file:"):]
+    if "://" in url or url.startswith("pipe:"):
+        return None
+    return url
 
 
 def index_urls(index_path: str | Path) -> list[str]:
@@ -52,8 +56,9 @@ def index_urls(index_path: str | Path) -> list[str]:
     urls = []
     for entry in read_index(index_path)["shardlist"]:
         url = entry["url"]
-        if not _is_remote(url) and not os.path.isabs(_local(url)):
-            url = str(base / _local(url))
+        path = local_path(url)
+        if path is not None and not os.path.isabs(path):
+            url = str(base / path)
         urls.append(url)
     return urls
 
@@ -70,9 +75,10 @@ def shard_urls(spec: str | Path | Iterable[str]) -> list[str]:
     text = str(spec)
     if "," in text and not text.startswith("pipe:"):
         return shard_urls([s for s in text.split(",") if s])
-    if _is_remote(text):
+    path = local_path(text)
+    if path is None:
         return list(braceexpand.braceexpand(text))
-    local = Path(_local(text))
+    local = Path(path)
     if local.is_dir():
         if (local / INDEX_NAME).exists():
             return index_urls(local / INDEX_NAME)

@@ -13,8 +13,7 @@ import re
 from pathlib import Path
 from typing import Any, Sequence
 
-from shards.index import INDEX_NAME, read_index
-from shards.reader import local_path
+from shards.index import INDEX_NAME, local_path, read_index
 
 log = logging.getLogger(__name__)
 PART_INDEX_GLOB = "index-*.json"

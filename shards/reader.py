@@ -15,6 +15,8 @@ from typing import IO, Callable, Container, Iterator
 
 import webdataset as wds
 
+from shards.index import local_path
+
 
 def _key_of(member_name: str) -> str:
     """webdataset's rule: the key is everything before the first dot of the basename's path."""
@@ -26,17 +28,6 @@ def _key_of(member_name: str) -> str:
 def _ext_of(member_name: str) -> str:
     base = member_name.rpartition("/")[2]
     return base.split(".", 1)[1] if "." in base else ""
-
-
-def local_path(url: str) -> str | None:
-    """The filesystem path behind a shard URL, or None for pipe:/http and friends."""
-    if url.startswith("file://"):
-        return url[len("file://"):]
-    if url.startswith("file:"):
-        return url[len("file:"):]
-    if "://" in url or url.startswith("pipe:"):
-        return None
-    return url
 
 
 class HashingReader:

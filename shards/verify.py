@@ -20,8 +20,8 @@ from pathlib import Path
 from typing import Any, Iterable, Iterator, Sequence
 
 from shards.format import make_key
-from shards.index import INDEX_NAME, SHARD_GLOB, index_urls, read_index, shard_urls
-from shards.reader import HashingReader, iter_members, local_path
+from shards.index import INDEX_NAME, SHARD_GLOB, index_urls, local_path, read_index, shard_urls
+from shards.reader import HashingReader, iter_members
 
 log = logging.getLogger(__name__)
 
