@@ -4,18 +4,25 @@ The template is the ArcFace 5-point layout shrunk into a looser frame: by defaul
 a quarter of the crop apart (FFHQ-like), so the crop keeps hair, chin and some background —
 the paper pre-trains on whole faces with context, not tight recognition crops.
 
-Resampling: PIL's bicubic affine warp does not low-pass filter, so a large face is first box-
+Resampling: a bicubic affine warp does not low-pass filter, so a large face is first box-
 reduced by an integer factor (only the region the crop needs) to within 2× of the output scale
-before the bicubic warp: no aliasing, and cheap even for big sources.
+before the bicubic warp: no aliasing, and cheap even for big sources. The warp itself is
+OpenCV's `warpAffine` (SIMD bicubic, 4× faster than PIL's `Image.transform`, which was most of
+curate's per-face CPU time), single-threaded because curate runs warps on its own thread pool.
+Coordinates are continuous pixel coordinates (pixel i spans [i, i+1)), like the detectors'
+landmarks; OpenCV's integer pixel centres are converted at the call.
 """
 from __future__ import annotations
 
 import math
 
+import cv2
 import numpy as np
 from PIL import Image
 
 from curate.config import AlignConfig
+
+cv2.setNumThreads(1)  # warps run on curate's encode threads; OpenCV's own pool would oversubscribe
 
 # ArcFace's 112×112 five-point template (left eye, right eye, nose, left/right mouth corner).
 ARCFACE_112 = np.array([[38.2946, 51.6963], [73.5318, 51.5014], [56.0252, 71.7366],
@@ -63,30 +70,37 @@ def _invert(m: np.ndarray) -> np.ndarray:
     return np.linalg.inv(full)[:2]
 
 
-def warp(image: Image.Image, m: np.ndarray, size: int) -> Image.Image:
-    """The `size`×`size` crop of `image` under source→crop transform `m` (bicubic, anti-aliased)."""
+def warp(image: np.ndarray | Image.Image, m: np.ndarray, size: int) -> Image.Image:
+    """The `size`×`size` crop of `image` (H×W×3 uint8, or PIL) under source→crop transform `m`
+    (bicubic, anti-aliased). Only the source region the crop covers is read."""
+    source = np.asarray(image)
     scale = math.sqrt(abs(np.linalg.det(m[:, :2])))  # crop pixels per source pixel
     inv = _invert(m)  # crop → source
     k = max(1, int(1.0 / scale)) if scale < 0.5 else 1
+    corners = apply_transform(inv, np.array([[0, 0], [size, 0], [0, size], [size, size]]))
+    pad = 4 * k  # bicubic taps reach 2 px beyond a sample
+    left = max(0, int(math.floor(corners[:, 0].min())) - pad)
+    top = max(0, int(math.floor(corners[:, 1].min())) - pad)
+    right = min(source.shape[1], int(math.ceil(corners[:, 0].max())) + pad)
+    bottom = min(source.shape[0], int(math.ceil(corners[:, 1].max())) + pad)
+    if right - left < k or bottom - top < k:  # the crop lies wholly outside the image
+        return Image.new("RGB", (size, size))
+    # k > 1: box-reduce the region first; its size a multiple of k so reduced pixel i covers
+    # source [left+ik, left+(i+1)k)
+    right, bottom = left + (right - left) // k * k, top + (bottom - top) // k * k
+    region = source[top:bottom, left:right]
     if k > 1:
-        corners = apply_transform(inv, np.array([[0, 0], [size, 0], [0, size], [size, size]]))
-        pad = 4 * k
-        left = max(0, int(math.floor(corners[:, 0].min())) - pad)
-        top = max(0, int(math.floor(corners[:, 1].min())) - pad)
-        right = min(image.width, int(math.ceil(corners[:, 0].max())) + pad)
-        bottom = min(image.height, int(math.ceil(corners[:, 1].max())) + pad)
-        if right - left >= k and bottom - top >= k:
-            # Align the box to multiples of k so reduced pixel i covers source [left+ik, left+(i+1)k).
-            right = left + (right - left) // k * k
-            bottom = top + (bottom - top) // k * k
-            image = image.crop((left, top, right, bottom)).reduce(k)
-            shift = np.array([[1 / k, 0, -left / k], [0, 1 / k, -top / k], [0, 0, 1]])
-            inv = (shift @ np.vstack([inv, [0, 0, 1]]))[:2]
-    coeffs = tuple(float(v) for v in inv.reshape(-1))
-    return image.transform((size, size), Image.AFFINE, coeffs, resample=Image.BICUBIC, fillcolor=(0, 0, 0))
+        region = cv2.resize(region, ((right - left) // k, (bottom - top) // k), interpolation=cv2.INTER_AREA)
+    shift = np.array([[1 / k, 0, -left / k], [0, 1 / k, -top / k], [0, 0, 1]])
+    inv = (shift @ np.vstack([inv, [0, 0, 1]]))[:2]
+    inv[:, 2] += inv[:, :2] @ np.array([0.5, 0.5]) - 0.5  # OpenCV samples at integer pixel centres
+    out = cv2.warpAffine(np.ascontiguousarray(region), inv, (size, size),
+                         flags=cv2.INTER_CUBIC | cv2.WARP_INVERSE_MAP,
+                         borderMode=cv2.BORDER_CONSTANT, borderValue=(0, 0, 0))
+    return Image.fromarray(out)
 
 
-def align_face(image: Image.Image, landmarks: np.ndarray, cfg: AlignConfig) -> tuple[Image.Image, np.ndarray]:
+def align_face(image: np.ndarray | Image.Image, landmarks: np.ndarray, cfg: AlignConfig) -> tuple[Image.Image, np.ndarray]:
     """Aligned crop of one face and the source→crop transform used."""
     m = similarity_transform(landmarks, template(cfg.crop_size, cfg.eye_distance, cfg.eye_y))
     return warp(image, m, cfg.crop_size), m

@@ -34,6 +34,8 @@ class DetectConfig:
     min_face_px: int = 48             # smallest face box searched (detector px; ≈1.5× min inter-ocular)
     max_side: int = 1280              # images are downscaled to this long side for detection
     pad: str = "auto"                 # square: zero-pad to S×S so mixed sizes batch; auto = on CUDA only; none
+    workers: int = 0                  # detector batches run side by side; 0 = auto (CPU: min(cores, 8); CUDA: 1)
+    threads: int = 0                  # torch threads per CPU detector worker; 0 = cores // workers
     scrfd_model: str = ""             # path to an SCRFD/RetinaFace .onnx (insightface)
     scrfd_input: int = 640            # SCRFD square input size
 
@@ -43,7 +45,7 @@ class FilterConfig:
     min_interocular: float = 32.0     # source pixels between the eye centres
     min_score: float = 0.95           # detection probability kept (MTCNN: 0.95)
     max_faces: int = 20               # keep at most this many (largest) faces per photo; 0 = no cap
-    min_sharpness: float = 0.0        # variance of the Laplacian on a 112 px grey crop; 0 = off
+    min_sharpness: float = 0.0        # variance of the Laplacian on the crop at 128 px grey; 0 = off
     max_yaw: float = 0.0              # degrees, estimated from 5 landmarks; 0 = off
     measures: bool = True             # sharpness, pHash, dHash in each sample's json; false is honoured
                                       # only by --detector none (faces are always measured)

@@ -12,6 +12,7 @@ Landmark order everywhere: left eye, right eye, nose tip, left mouth corner, rig
 from __future__ import annotations
 
 import logging
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -44,6 +45,7 @@ class Detections:
 
 class Detector(Protocol):
     name: str
+    workers: int  # batches the pipeline may run through `detect` at once, from as many threads
 
     def detect(self, images: list[np.ndarray]) -> list[Detections]:
         """One `Detections` per input image (H×W×3 uint8 RGB), in source pixels."""
@@ -56,6 +58,21 @@ def resolve_device(device: str) -> str:
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise RuntimeError(f"detect.device={device} but CUDA is not available")
     return device
+
+
+def parallelism(cfg: DetectConfig, device: str, cores: int | None = None) -> tuple[int, int]:
+    """(detector workers running batches side by side, torch threads in each).
+
+    On CPU the default is several single-threaded workers rather than one worker with every
+    core: MTCNN is many small ops, and torch's intra-op threads meet at a barrier after each,
+    so one thread pre-empted by anything else (the pipeline's own downloads, decoding and JPEG
+    encoding) stalls them all. Measured on 2 cores, 300 photos: one worker × 2 threads 4.36 s,
+    2 workers × 1 thread 3.85 s; beside a process using 30 % of a core, 6.78 s vs 4.71 s."""
+    cores = cores or os.cpu_count() or 1
+    if device != "cpu":
+        return max(1, cfg.workers or 1), max(1, cfg.threads or 1)
+    workers = cfg.workers or min(cores, 8)
+    return workers, cfg.threads or max(1, cores // workers)
 
 
 def _shrink(image: np.ndarray, max_side: int) -> tuple[np.ndarray, float]:
@@ -77,10 +94,18 @@ class MTCNNDetector:
         except ImportError as exc:
             raise RuntimeError("the mtcnn detector needs facenet-pytorch: "
                                "pip install --no-deps facenet-pytorch==2.6.0") from exc
+        import torch
+
         self.cfg = cfg
         self.device = resolve_device(cfg.device)
+        self.workers, threads = parallelism(cfg, self.device)
+        if self.device == "cpu":
+            torch.set_num_threads(threads)
         self.model = MTCNN(keep_all=True, device=self.device, min_face_size=cfg.min_face_px,
                            select_largest=False, post_process=False)
+        # the first call pays one-off set-up (thread pool, oneDNN, allocator): pay it now, before
+        # any photo is waiting on the detector
+        self._run([np.zeros((96, 96, 3), np.uint8)])
 
     def _run(self, batch: list[np.ndarray]) -> list[Detections]:
         import torch
@@ -159,6 +184,7 @@ class SCRFDDetector:
         ctx = 0 if providers[0] == "CUDAExecutionProvider" else -1
         self.model.prepare(ctx_id=ctx, input_size=(cfg.scrfd_input, cfg.scrfd_input), det_thresh=cfg.min_score)
         self.cfg = cfg
+        self.workers = max(1, cfg.workers or 1)  # onnxruntime parallelises inside one call
         log.info("scrfd: %s on %s", path.name, providers[0])
 
     def detect(self, images: list[np.ndarray]) -> list[Detections]:

@@ -2,9 +2,9 @@
 
 The stages overlap so the detector is the only thing the run waits on:
 
-    download threads (fetch + decode, ordered, bounded)  ─►  main thread: dedupe, batch,
-    detect  ─►  encode threads (filter, align, jpeg, hashes)  ─►  bounded queue of futures
-    ─►  sink thread: write shards in input order, catalog statuses
+    download threads (fetch + decode, ordered, bounded)  ─►  main thread: dedupe, batch  ─►
+    detector workers (batches side by side)  ─►  encode threads (filter, align, jpeg, hashes)
+    ─►  bounded queue of futures  ─►  sink thread: write shards in input order, catalog statuses
 
 With `--detector none` there is nothing to batch for: each download thread crops, measures
 (sharpness, pHash, dHash; `filter.measures=false` skips them) and JPEG-encodes the photo it has
@@ -34,13 +34,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
 
-import imagehash
 from PIL import Image
 
 from curate.align import align_face, resize_center_crop
 from curate.config import CurateConfig, parse_part
 from curate.download import Fetched, download
-from curate.filters import estimate_yaw, interocular, phash_hex, select_faces, sharp_enough, sharpness
+from curate.filters import crop_measures, estimate_yaw, interocular, select_faces, sharp_enough
 from curate.sources import license_url, open_source
 from shards.format import make_key
 from shards.split import key_score
@@ -60,6 +59,16 @@ class RunCounts:
     faces: int = 0
     recovered: int = 0
     bytes: int = 0
+    detect_s: float = 0.0       # summed over detector workers
+    detect_workers: int = 0
+    detect_loop_s: float = 0.0  # first batch handed to a detector → last detection finished
+    input_wait_s: float = 0.0   # the main thread waiting for decoded photos (downloads too slow)
+
+    def detector_busy(self) -> float | None:
+        """Share of the detection loop the detector workers spent detecting rather than waiting
+        for photos: near 1 means the run is detector-bound, as it should be."""
+        span = self.detect_workers * self.detect_loop_s
+        return round(min(1.0, self.detect_s / span), 4) if span > 0 else None
 
 
 def in_part(photo_id: str, part: tuple[int, int] | None, seed: int = 0) -> bool:
@@ -132,22 +141,21 @@ def face_samples(fetched: Fetched, dets, cfg: CurateConfig, detector_name: str,
     the per-filter rejection counts. Pure: runs on the encode pool, or (`--detector none`, given
     the decoded PIL `image`) on the download thread that fetched the photo."""
     rejected: collections.Counter = collections.Counter()
-    if image is None:
-        image = Image.fromarray(fetched.image)
-    w, h = image.size
+    # alignment reads the decoded array directly (only each face's region): no PIL copy of the photo
+    w, h = image.size if image is not None else (fetched.image.shape[1], fetched.image.shape[0])
     if fetched.source_size:
         w, h = fetched.source_size  # the size the photo has, even when decoded at reduced scale
     base = _provenance(fetched.row, fetched)
     size = cfg.align.crop_size
     crops: list[tuple[Image.Image, dict]] = []
     if dets is None:  # --detector none: the whole image
-        crop = resize_center_crop(image, size)
+        crop = resize_center_crop(image if image is not None else Image.fromarray(fetched.image), size)
         crops.append((crop, {"bbox": [0.0, 0.0, float(w), float(h)], "landmarks": None, "score": None,
                              "yaw": None, "interocular": None}))
     else:
         yaws, iods = estimate_yaw(dets.landmarks), interocular(dets.landmarks)
         for i in select_faces(dets, cfg.filter, rejected):
-            crop, _ = align_face(image, dets.landmarks[i], cfg.align)
+            crop, _ = align_face(fetched.image if image is None else image, dets.landmarks[i], cfg.align)
             crops.append((crop, {
                 "bbox": [round(float(v), 2) for v in dets.boxes[i]],
                 "landmarks": [[round(float(x), 2), round(float(y), 2)] for x, y in dets.landmarks[i]],
@@ -157,11 +165,10 @@ def face_samples(fetched: Fetched, dets, cfg: CurateConfig, detector_name: str,
     samples = []
     for crop, geo in crops:
         if measure:
-            grey = crop.convert("L")  # once for all three measures (each would convert on its own)
-            sharp = sharpness(grey)
+            sharp, phash, dhash = crop_measures(crop)
             if dets is not None and not sharp_enough(sharp, cfg.filter, rejected):
                 continue
-            measures = {"phash": phash_hex(grey), "dhash": str(imagehash.dhash(grey)), "sharpness": round(sharp, 3)}
+            measures = {"phash": phash, "dhash": dhash, "sharpness": round(sharp, 3)}
         else:
             measures = {"phash": None, "dhash": None, "sharpness": None}
         index = len(samples)
@@ -209,6 +216,28 @@ class Sink(threading.Thread):
         self.flush()
         self.catalog.set_status_many([(pid, "done", None, sha) for pid, sha in groups])
 
+    def photo(self, fetched: Fetched, outcome) -> None:
+        """Write one photo's samples, or record why it has none; `outcome` is (samples, rejected),
+        a future of it, or the exception that stopped it."""
+        pid = str(fetched.row["id"])
+        try:
+            if isinstance(outcome, cf.Future):
+                outcome = outcome.result()
+            if isinstance(outcome, Exception):
+                raise outcome
+            samples, rejected = outcome
+        except Exception as exc:  # one odd photo (degenerate landmarks ...) is a counted skip
+            log.warning("photo %s: %s: %s", pid, type(exc).__name__, exc)
+            self.status(pid, "failed", f"processing error: {type(exc).__name__}: {exc}"[:500], fetched.sha256)
+            return
+        self.counts.rejected.update(rejected)
+        if samples:
+            self.writer.write_group(samples, meta=(pid, fetched.sha256))
+            self.counts.faces += len(samples)
+            self.counts.photos["done"] += 1
+        else:
+            self.status(pid, "no_face", "no face passed the detector and filters", fetched.sha256)
+
     def run(self) -> None:
         try:
             while True:
@@ -223,30 +252,22 @@ class Sink(threading.Thread):
                 kind, payload = item
                 if kind == "status":
                     self.status(*payload)
-                else:  # "faces": a future from the encode pool; "processed": done on the fetch thread
-                    fetched, outcome = payload
-                    pid = str(fetched.row["id"])
+                    done = 1
+                elif kind == "batch":  # a detector future resolving to one encode future per photo
+                    batch, detected, slot = payload
                     try:
-                        outcome = outcome.result() if kind == "faces" else outcome
-                        if isinstance(outcome, Exception):
-                            raise outcome
-                        samples, rejected = outcome
-                    except Exception as exc:  # one odd photo (degenerate landmarks ...) is a counted skip
-                        log.warning("photo %s: %s: %s", pid, type(exc).__name__, exc)
-                        self.status(pid, "failed", f"processing error: {type(exc).__name__}: {exc}"[:500],
-                                    fetched.sha256)
-                        samples, rejected = None, collections.Counter()
-                    self.counts.rejected.update(rejected)
-                    if samples is None:
-                        pass
-                    elif samples:
-                        self.writer.write_group(samples, meta=(pid, fetched.sha256))
-                        self.counts.faces += len(samples)
-                        self.counts.photos["done"] += 1
-                    else:
-                        self.status(pid, "no_face", "no face passed the detector and filters", fetched.sha256)
+                        outcomes = detected.result()
+                    except Exception as exc:  # noqa: BLE001 - the whole batch is a counted failure
+                        outcomes = [exc] * len(batch)
+                    for fetched, outcome in zip(batch, outcomes):
+                        self.photo(fetched, outcome)
+                    slot.release()
+                    done = len(batch)
+                else:  # "processed": done on the fetch thread (--detector none)
+                    self.photo(*payload)
+                    done = 1
                 with self.lock:
-                    self.processed += 1
+                    self.processed += done
             self.flush()
         except BaseException as exc:  # surfaced by the main thread
             self.error = exc
@@ -337,6 +358,10 @@ def run_curate(cfg: CurateConfig, progress: bool = True) -> RunCounts:
             return {"catalog": str(catalog_path), "part": part_text, "detector": detector_name,
                     "crop_size": cfg.align.crop_size, "faces_total": previous.get("faces_total", 0) + counts.faces,
                     "rejected_total": dict(totals), "photos_by_status": catalog.counts_by("status"),
+                    "last_run": {"detect_s": round(counts.detect_s, 3), "detect_workers": counts.detect_workers,
+                                 "detect_loop_s": round(counts.detect_loop_s, 3),
+                                 "input_wait_s": round(counts.input_wait_s, 3),
+                                 "detector_busy": counts.detector_busy()},
                     "updated": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
 
         writer = ShardWriter(out, prefix=part_prefix(part), index_name=f"index{suffix}.json",
@@ -353,6 +378,7 @@ def run_curate(cfg: CurateConfig, progress: bool = True) -> RunCounts:
         detector = build_detector(cfg.detect) if rows or detector_name == "scrfd" else None
         log.info("curate: %d pending photos%s → %s (detector %s)", len(rows),
                  f" in part {part_text}" if part else "", out, detector_name)
+        workers = detector.workers if detector is not None else 0
         sink = Sink(cfg, writer, catalog, counts, detector_name, maxsize=max(4, 2 * cfg.detect.batch_size))
         writer.on_commit = sink.on_commit
         sink.start()
@@ -363,25 +389,56 @@ def run_curate(cfg: CurateConfig, progress: bool = True) -> RunCounts:
         # --detector none: crop, hashes and JPEG encode run on the download thread that decoded the
         # photo (no detector batch to wait for, no array copy, no second thread hop)
         post = functools.partial(_whole_image_samples, cfg=cfg) if detector_name == "none" else None
+        # detector workers run batches side by side; each hands its photos to the encode pool.
+        # At most 2 batches per worker are in flight (decoded photos are the memory that counts).
+        detectors = cf.ThreadPoolExecutor(max(1, workers), thread_name_prefix="detect")
+        slots = threading.BoundedSemaphore(2 * max(1, workers))
+        timing = threading.Lock()
+        loop: dict[str, float] = {}
+
+        def detect_batch(batch: list[Fetched]) -> list[cf.Future]:
+            start = time.perf_counter()
+            dets = detector.detect([f.image for f in batch])
+            end = time.perf_counter()
+            with timing:
+                counts.detect_s += end - start
+                loop["end"] = max(loop.get("end", end), end)
+            return [encoders.submit(face_samples, f, d, cfg, detector_name) for f, d in zip(batch, dets)]
+
         stream = download(rows, fetch_cfg, post=post)
         try:
+            tick = time.perf_counter()
             for batch in _batches(stream, sink, seen, cfg.detect.batch_size, cfg.download.dedupe, counts):
                 if post is not None:
                     for f in batch:
                         sink.put(("processed", (f, f.processed)))
                 else:
-                    dets = detector.detect([f.image for f in batch])
-                    for f, d in zip(batch, dets):
-                        sink.put(("faces", (f, encoders.submit(face_samples, f, d, cfg, detector_name))))
+                    counts.input_wait_s += time.perf_counter() - tick
+                    while not slots.acquire(timeout=0.5):
+                        if sink.error is not None:
+                            raise RuntimeError("curate writer thread failed") from sink.error
+                    loop.setdefault("start", time.perf_counter())
+                    if workers > 1:
+                        detected = detectors.submit(detect_batch, batch)
+                    else:  # torch's intra-op threads run ~1.8× slower called from a non-main thread
+                        detected = cf.Future()
+                        try:
+                            detected.set_result(detect_batch(batch))
+                        except Exception as exc:  # noqa: BLE001 - the sink counts the batch as failed
+                            detected.set_exception(exc)
+                    sink.put(("batch", (batch, detected, slots)))
                 with sink.lock:
                     now = sink.processed
                 bar.update(now - done_before)
                 done_before = now
                 bar.set_postfix(faces=counts.faces, refresh=False)
+                tick = time.perf_counter()
             sink.put(None)
             sink.join()
             if sink.error is not None:
                 raise RuntimeError("curate writer thread failed") from sink.error
+            if "start" in loop:
+                counts.detect_workers, counts.detect_loop_s = workers, loop["end"] - loop["start"]
             writer.close()
             sink.flush()
             writer.write_stats()
@@ -399,6 +456,7 @@ def run_curate(cfg: CurateConfig, progress: bool = True) -> RunCounts:
             bar.update(len(rows) - done_before)
         finally:
             stream.close()  # stop the download threads' queue (no-op once exhausted)
+            detectors.shutdown(wait=False, cancel_futures=True)
             encoders.shutdown(wait=False, cancel_futures=True)
             bar.close()
     return counts

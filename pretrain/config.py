@@ -71,7 +71,7 @@ class DataConfig:
     resampled: bool = True            # sample shards with replacement (any shard sizes, DDP-safe)
     shuffle_buffer: int = 2000        # samples, after shard/rank/worker splitting
     keys: str = ""                    # optional key list (one key per line, e.g. from `shards split`)
-    augment_on_device: bool = False   # colour/blur/normalise on the training device instead of workers
+    augment_on_device: bool = False   # workers only decode; crops, colour, blur, normalise on the training device
     prefetch_factor: int = 4
 
 

@@ -2,7 +2,8 @@
 
 Each rank × DataLoader worker runs one small generator pipeline (webdataset stages plus our
 own): shard URLs → tar samples → optional key filter → seeded shuffle buffer → skip (resume)
-→ decode + crops → batch → photometric augmentation. Design points:
+→ decode + crops → batch → photometric augmentation (or, with `data.augment_on_device`, decode +
+crop boxes → batch, the crops and colour being done on the training device). Design points:
 
 * Equal batches per rank whatever the shard sizes: shards are resampled with replacement
   (`wds.ResampledShards`, default) or split by rank and worker and cycled (`resampled:
@@ -31,7 +32,8 @@ import webdataset as wds
 from torch.utils.data import IterableDataset, get_worker_info
 
 from pretrain.config import CropConfig, DataConfig
-from pretrain.multicrop import augment_batch, collate_crops, crop_plan, geometric_crops
+from pretrain.multicrop import (augment_batch, collate_crops, collate_images, crop_plan, geometric_crops,
+                                image_and_boxes)
 from shards.index import INDEX_NAME, read_index, shard_urls
 
 log = logging.getLogger(__name__)
@@ -99,12 +101,12 @@ class ShardStream(IterableDataset):
 
     def __init__(self, urls: list[str], crops: CropConfig, data: DataConfig, batch_size: int, seed: int,
                  epoch: int, rank: int = 0, world_size: int = 1, keys: set[str] | None = None,
-                 state: StreamState | None = None, augment: bool = True):
+                 state: StreamState | None = None, on_device: bool = False):
         self.urls, self.crops, self.data = urls, crops, data
         self.batch_size, self.seed, self.epoch = batch_size, seed, epoch
         self.rank, self.world_size, self.keys = rank, world_size, keys
         self.state = state or StreamState()
-        self.augment = augment
+        self.on_device = on_device  # workers only decode and draw boxes; crops are cut on the device
         self.plan = crop_plan(crops)
 
     def _role(self) -> tuple[int, int]:
@@ -157,7 +159,9 @@ class ShardStream(IterableDataset):
             try:
                 if data is None:
                     raise ValueError("no image member")
-                crops.append(geometric_crops(data, self.plan, random.Random(derive_seed(base, position))))
+                sample_rng = random.Random(derive_seed(base, position))
+                cut = image_and_boxes if self.on_device else geometric_crops
+                crops.append(cut(data, self.plan, sample_rng))
                 names.append(sample.get("__key__", ""))
                 good += 1
             except Exception as exn:  # noqa: BLE001 - any undecodable sample is a counted skip
@@ -168,12 +172,14 @@ class ShardStream(IterableDataset):
                 log.debug("skipping sample %s: %s", sample.get("__key__"), exn)
                 continue
             if len(crops) == self.batch_size:
-                batch = collate_crops(crops)
-                if self.augment:
-                    gen = torch.Generator().manual_seed(derive_seed(base, "batch", batch_index))
-                    batch = augment_batch(batch, self.crops, gen)
-                yield {"crops": batch, "keys": names, "role": role, "consumed": position, "batch_index": batch_index,
-                       "bad": bad + errors["n"], "seed": derive_seed(base, "batch", batch_index)}
+                seed = derive_seed(base, "batch", batch_index)
+                if self.on_device:
+                    images, boxes = collate_images(crops)
+                    payload = {"images": images, "boxes": boxes}
+                else:
+                    payload = {"crops": augment_batch(collate_crops(crops), self.crops, torch.Generator().manual_seed(seed))}
+                yield {**payload, "keys": names, "role": role, "consumed": position, "batch_index": batch_index,
+                       "bad": bad + errors["n"], "seed": seed}
                 batch_index += 1
                 crops, names, bad, errors["n"] = [], [], 0, 0
         raise RuntimeError(f"shard stream ended without samples (rank {self.rank}, worker {role}): "
@@ -193,7 +199,7 @@ def make_loader(urls: list[str], crops: CropConfig, data: DataConfig, batch_size
         log.warning("resuming with %d workers instead of %d: this epoch continues on fresh streams "
                     "(not sample-exact)", data.workers, state.num_workers)
     ds = ShardStream(urls, crops, data, batch_size, seed, epoch, rank, world_size, keys, state,
-                     augment=not data.augment_on_device)
+                     on_device=data.augment_on_device)
     kwargs = dict(batch_size=None, num_workers=data.workers, pin_memory=pin_memory)
     if data.workers > 0:
         kwargs.update(prefetch_factor=data.prefetch_factor, worker_init_fn=_worker_init)

@@ -29,7 +29,7 @@ from torch import nn
 from pretrain import distributed as D
 from pretrain.config import PretrainConfig, add_args
 from pretrain.data import StreamState, count_samples, make_loader, read_keys
-from pretrain.multicrop import augment_batch, crop_plan
+from pretrain.multicrop import augment_batch, crop_plan, cut_crops
 from pretrain.optim import LARS, lr_at, param_groups, scaled_lr
 from pretrain.swav import (CollapseWatch, SwAVModel, drop_prototype_grads, make_queue,
                            normalize_prototypes, swav_loss)
@@ -116,7 +116,8 @@ def _train(cfg: PretrainConfig, resume: bool, di: D.DistInfo) -> dict:
     warmup_steps = int(round(cfg.optim.warmup_epochs * steps_per_epoch))
     base_lr = scaled_lr(cfg.optim.base_lr, global_batch, cfg.optim.reference_batch)
     final_lr = scaled_lr(cfg.optim.final_lr, global_batch, cfg.optim.reference_batch)
-    n_crops = len(crop_plan(cfg.crops))
+    plan = crop_plan(cfg.crops)
+    n_crops = len(plan)
     assign = tuple(cfg.swav.crops_for_assign)
 
     model = SwAVModel(cfg.model.arch, cfg.model.hidden_mlp, cfg.model.feat_dim, cfg.model.nmb_prototypes)
@@ -226,9 +227,12 @@ def _train(cfg: PretrainConfig, resume: bool, di: D.DistInfo) -> dict:
             for group in optimizer.param_groups:
                 group["lr"] = lr
             normalize_prototypes(core)
-            crops = [c.to(device, non_blocking=True) for c in batch["crops"]]
             if cfg.data.augment_on_device:
-                crops = augment_batch(crops, cfg.crops, aug_gen.manual_seed(batch["seed"]))
+                cut = cut_crops(batch["images"].to(device, non_blocking=True),
+                                batch["boxes"].to(device, non_blocking=True), plan)
+                crops = augment_batch(cut, cfg.crops, aug_gen.manual_seed(batch["seed"]))
+            else:
+                crops = [c.to(device, non_blocking=True) for c in batch["crops"]]
             with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=amp):
                 z, scores = model(crops)
             loss, use_queue, stats = swav_loss(

@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 
 from curate.config import DetectConfig
-from curate.detect import Detections, MTCNNDetector, SCRFDDetector, build_detector
+from curate.detect import Detections, MTCNNDetector, SCRFDDetector, build_detector, parallelism
 
 
 def _rgb(path: Path) -> np.ndarray:
@@ -88,3 +88,29 @@ def test_mtcnn_on_cuda_matches_cpu(t1_faces):
     small = np.asarray(image.resize((640, 443)))
     both = gpu.detect([np.asarray(image), small])
     assert len(both[0]) == 6 and len(both[1]) >= 4  # half-size faces are near min_face_px
+
+
+def test_parallelism_defaults_and_overrides():
+    """CPU: several single-threaded workers (robust to the pipeline's own CPU work); CUDA: one."""
+    assert parallelism(DetectConfig(), "cpu", cores=2) == (2, 1)
+    assert parallelism(DetectConfig(), "cpu", cores=16) == (8, 2)
+    assert parallelism(DetectConfig(), "cpu", cores=1) == (1, 1)
+    assert parallelism(DetectConfig(workers=1), "cpu", cores=4) == (1, 4)
+    assert parallelism(DetectConfig(workers=3, threads=2), "cpu", cores=4) == (3, 2)
+    assert parallelism(DetectConfig(), "cuda", cores=32) == (1, 1)
+
+
+def test_concurrent_detect_calls_match_serial(shared_data):
+    """The pipeline runs `detect` from several threads on one model: results equal serial ones."""
+    import concurrent.futures as cf
+
+    det = build_detector(DetectConfig(device="cpu", workers=2, min_face_px=60))
+    images = [_rgb(p) for p in sorted((shared_data / "yalefaces").glob("*.gif"))[:12]]
+    batches = [images[i:i + 3] for i in range(0, 12, 3)]
+    serial = [det.detect(b) for b in batches]
+    with cf.ThreadPoolExecutor(2) as pool:
+        parallel = list(pool.map(det.detect, batches))
+    for a, b in zip(serial, parallel):
+        for x, y in zip(a, b):
+            np.testing.assert_allclose(x.boxes, y.boxes, atol=1e-3)
+            np.testing.assert_allclose(x.landmarks, y.landmarks, atol=1e-3)

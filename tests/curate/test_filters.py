@@ -2,13 +2,18 @@
 from __future__ import annotations
 
 import collections
+import io
+from pathlib import Path
 
+import imagehash
 import numpy as np
+import pytest
 from PIL import Image, ImageFilter
 
 from curate.config import FilterConfig
 from curate.detect import Detections
-from curate.filters import estimate_yaw, interocular, select_faces, sharp_enough, sharpness
+from curate.filters import (crop_measures, dhash_hex, estimate_yaw, interocular, phash_hex, select_faces,
+                            sharp_enough, sharpness)
 
 FRONTAL = np.array([[40, 50], [80, 50], [60, 70], [45, 90], [75, 90]], np.float32)
 
@@ -65,3 +70,43 @@ def test_sharpness_separates_blur():
     assert sharp_enough(sharp, cfg, counts) and not sharp_enough(blurred, cfg, counts)
     assert counts["blurry"] == 1
     assert sharp_enough(0.0, FilterConfig(), collections.Counter())  # 0 = off
+
+
+FACES = Path(__file__).resolve().parents[2] / "data" / "sample" / "landmarks5" / "images"
+
+
+@pytest.fixture(scope="module")
+def face_crops() -> list[Image.Image]:
+    files = sorted(FACES.glob("*.jpg"))[:120]
+    assert len(files) == 120
+    return [Image.open(f).convert("RGB").resize((256, 256), Image.BICUBIC) for f in files]
+
+
+def test_hash_helpers_equal_imagehash_bit_for_bit(face_crops):
+    for crop in face_crops[:40]:
+        thumb = crop.convert("L").resize((32, 32), Image.LANCZOS)
+        assert phash_hex(thumb) == str(imagehash.phash(thumb))
+        assert dhash_hex(thumb) == str(imagehash.dhash(thumb))
+
+
+def test_crop_measures_agree_with_imagehash_on_the_full_crop(face_crops):
+    """The cheap path (grey at 128 px, one thumbnail) stays within what JPEG re-encoding moves."""
+    p_bits, d_bits, jpeg_bits = [], [], []
+    for crop in face_crops:
+        _, p, d = crop_measures(crop)
+        p_bits.append(imagehash.hex_to_hash(p) - imagehash.phash(crop))
+        d_bits.append(imagehash.hex_to_hash(d) - imagehash.dhash(crop))
+        buf = io.BytesIO()
+        crop.save(buf, "JPEG", quality=90)
+        again = Image.open(buf)
+        jpeg_bits.append(max(imagehash.phash(again) - imagehash.phash(crop), imagehash.dhash(again) - imagehash.dhash(crop)))
+    assert np.mean(np.array(p_bits) == 0) >= 0.85 and max(p_bits) <= 4
+    assert np.mean(np.array(d_bits) == 0) >= 0.6 and np.mean(d_bits) <= 0.6 and max(d_bits) <= 6
+    assert np.mean(p_bits) <= 2 * np.mean(jpeg_bits) + 0.5
+
+
+def test_sharpness_does_not_depend_on_crop_size(face_crops):
+    for crop in face_crops[:10]:
+        base = sharpness(crop)
+        for side in (128, 200, 512):
+            assert sharpness(crop.resize((side, side), Image.BICUBIC)) == pytest.approx(base, rel=0.5)

@@ -413,3 +413,26 @@ def test_measures_in_json_and_lean_mode(tmp_path):
     assert [s["json"]["phash"] for s in lean] == [None] * 4
     assert [s["json"]["sharpness"] for s in lean] == [None] * 4
     assert [s["__key__"] for s in lean] == [s["__key__"] for s in full]
+
+
+def test_detector_workers_give_identical_shards(shared_data, tmp_path):
+    """Batches detected side by side still reach the shards in input order, byte for byte, and
+    the run records how busy its detector workers were."""
+    src = tmp_path / "src"
+    src.mkdir()
+    for p in sorted((shared_data / "yalefaces").glob("*.gif"))[:10]:
+        (src / p.name).symlink_to(p)
+    (src / "t1.jpg").symlink_to(shared_data / "photos" / "t1.jpg")
+
+    def run(out, workers):
+        cfg = _cfg(out, from_dir=str(src))
+        cfg.detect.batch_size, cfg.detect.min_face_px, cfg.detect.workers = 2, 60, workers
+        cfg.download.dedupe = False
+        run_curate(cfg, progress=False)
+        return [(s["__key__"], s["jpg"].tobytes()) for s in _samples(out)], json.loads((out / "stats.json").read_text())
+
+    one, stats_one = run(tmp_path / "one", 1)
+    three, stats_three = run(tmp_path / "three", 3)
+    assert len(one) == 16 and one == three  # 10 Yale faces + 6 in t1
+    assert stats_three["last_run"]["detect_workers"] == 3 and stats_one["last_run"]["detect_workers"] == 1
+    assert 0 < stats_three["last_run"]["detector_busy"] <= 1 and stats_three["last_run"]["detect_s"] > 0

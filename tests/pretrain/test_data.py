@@ -73,5 +73,21 @@ def test_resumed_stream_continues_exactly(face_shards):
     assert other_epoch[0]["keys"] != full[0]["keys"]
 
 
+def test_device_mode_ships_images_and_boxes_deterministically(face_shards):
+    """`augment_on_device`: workers only decode and draw boxes; the same seeds give the same boxes."""
+    urls = shard_urls(face_shards)
+    data = _data(workers=2, resampled=True, shuffle_buffer=50, augment_on_device=True)
+    a = list(make_loader(urls, CROPS, data, 4, seed=5, epoch=0, steps=3))
+    b = list(make_loader(urls, CROPS, data, 4, seed=5, epoch=0, steps=3))
+    assert len(a) == 3 and "crops" not in a[0]
+    assert a[0]["images"].dtype == torch.uint8 and a[0]["images"].shape[:2] == (4, 3)
+    assert a[0]["boxes"].shape == (4, 4, 4)
+    for x, y in zip(a, b):
+        assert x["keys"] == y["keys"] and torch.equal(x["boxes"], y["boxes"]) and x["seed"] == y["seed"]
+    h, w = a[0]["images"].shape[-2:]
+    boxes = torch.cat([x["boxes"] for x in a])
+    assert (boxes[..., 0] >= 0).all() and (boxes[..., 2] <= w).all() and (boxes[..., 3] <= h).all()
+
+
 def test_epoch_size_from_index_or_tars(face_shards):
     assert count_samples(str(face_shards)) == 1200

@@ -11,7 +11,8 @@ import torch
 from PIL import Image
 
 from pretrain.config import CropConfig
-from pretrain.multicrop import augment_batch, collate_crops, crop_plan, geometric_crops, photometric
+from pretrain.multicrop import (augment_batch, collate_crops, collate_images, colour_matrix, crop_plan, cut_crops,
+                                geometric_crops, image_and_boxes, photometric)
 from pretrain.optim import LARS, lr_at, param_groups, scaled_lr
 
 
@@ -91,3 +92,59 @@ def test_photometric_identity_and_jitter(face_files):
     blurred = photometric(crops[0], CropConfig(jitter_p=0, grayscale_p=0, blur_p=1, flip_p=0,
                                                blur_sigma=[2.0, 2.0]), torch.Generator().manual_seed(0))
     assert blurred.diff(dim=-1).abs().mean() < x.diff(dim=-1).abs().mean() * 0.8
+
+
+def test_device_crops_match_the_worker_crops(face_files):
+    """roi_align on the batch (device path) cuts the same crops as PIL in the workers."""
+    cfg = CropConfig(nmb_crops=[2, 3], size_crops=[64, 24])
+    plan = crop_plan(cfg)
+    sizes = [(256, 256), (200, 180), (256, 256), (640, 480)]  # uneven sizes: padded batch; 640: draft decode
+    jpegs = [_jpeg(f, size) for f, size in zip(face_files, sizes)]
+    worker = collate_crops([geometric_crops(d, plan, random.Random(i)) for i, d in enumerate(jpegs)])
+    images, boxes = collate_images([image_and_boxes(d, plan, random.Random(i)) for i, d in enumerate(jpegs)])
+    assert images.dtype == torch.uint8 and images.shape == (4, 3, 256, 256) and boxes.shape == (4, 5, 4)
+    device = cut_crops(images, boxes, plan)
+    assert [c.shape for c in device] == [w.shape for w in worker]
+    for w, d in zip(worker, device):
+        diff = (w.float() / 255 - d).abs()
+        assert diff.mean() < 2 / 255 and diff.max() < 0.25
+    # the device path feeds the same photometric stage
+    out = augment_batch(device, cfg, torch.Generator().manual_seed(0))
+    assert out[0].shape == (4, 3, 64, 64) and torch.isfinite(out[0]).all()
+
+
+def test_composed_colour_map_equals_torchvision_ops_in_sequence():
+    """brightness/contrast/saturation composed into one matrix = torchvision's functional ops one
+    after another (mid-range colours: no intermediate clamping), in any order; grayscale last."""
+    import torchvision.transforms.functional as TF
+
+    g = torch.Generator().manual_seed(0)
+    x = 0.35 + 0.3 * torch.rand(4, 3, 8, 8, generator=g)
+    bri, con, sat = (0.85 + 0.3 * torch.rand(4, generator=g) for _ in range(3))
+    ops = {0: lambda im, i: TF.adjust_brightness(im, bri[i].item()),
+           1: lambda im, i: TF.adjust_contrast(im, con[i].item()),
+           2: lambda im, i: TF.adjust_saturation(im, sat[i].item())}
+    for order, gray in (([0, 1, 2, 3], False), ([2, 3, 1, 0], True), ([1, 0, 3, 2], False)):
+        grayscale = torch.tensor([gray, False, gray, True])
+        mat, off = colour_matrix(x.mean(dim=(2, 3)), bri, con, sat, torch.zeros(4), order, grayscale)
+        ours = torch.einsum("bij,bjhw->bihw", mat, x) + off.view(4, 3, 1, 1)
+        for i in range(4):
+            ref = x[i]
+            for op in order:
+                if op in ops:
+                    ref = ops[op](ref, i)
+            if grayscale[i]:
+                ref = TF.rgb_to_grayscale(ref, num_output_channels=3)
+            torch.testing.assert_close(ours[i], ref, atol=2e-3, rtol=0)  # torchvision's grey: 0.2989
+
+
+def test_hue_rotation_keeps_luma_and_turns_chroma():
+    g = torch.Generator().manual_seed(1)
+    means = torch.rand(3, 3, generator=g)
+    one = torch.ones(3)
+    mat, off = colour_matrix(means, one, one, one, torch.tensor([0.0, 0.1, 0.5]), [3, 0, 1, 2],
+                             torch.zeros(3, dtype=torch.bool))
+    torch.testing.assert_close(mat[0], torch.eye(3), atol=1e-5, rtol=0)
+    luma = torch.tensor([0.299, 0.587, 0.114])
+    torch.testing.assert_close(luma @ mat[1], luma, atol=1e-5, rtol=0)
+    assert (mat[1] - torch.eye(3)).abs().max() > 0.1 and torch.allclose(off, torch.zeros(3, 3))

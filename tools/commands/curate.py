@@ -71,5 +71,6 @@ def run(args: argparse.Namespace) -> int:
     summary("curate", photos=sum(counts.photos.values()), done=counts.photos["done"],
             no_face=counts.photos["no_face"], failed=counts.photos["failed"],
             skipped=counts.photos["skipped"], faces=counts.faces, recovered=counts.recovered,
-            **rejected, out=cfg.out)
+            **rejected, **({"detector_busy": counts.detector_busy()} if counts.detector_busy() is not None else {}),
+            out=cfg.out)
     return 0
