@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 @dataclass
 class DownloadConfig:
     workers: int = 16                 # download + decode threads
+    cpu_slots: int = 0                # of those, how many decode/process at once; 0 = CPU count
     queue_size: int = 0               # images in flight ahead of the detector; 0 = 8 × workers
     per_host: int = 8                 # concurrent connections to one host
     timeout: float = 20.0             # seconds per connect / read

@@ -144,3 +144,28 @@ def test_ordered_map_is_bounded_and_ordered():
     assert next(it) == 0
     assert len(started) <= 5
     assert list(it) == [2 * x for x in range(1, 20)]
+
+
+def test_decoding_is_capped_at_cpu_slots(sandbox, monkeypatch):
+    """Many threads download, but only `cpu_slots` decode at a time (more only fight over the GIL)."""
+    import curate.download as dl
+
+    active, peak, lock = [0], [0], threading.Lock()
+    real = dl.decode_pil
+
+    def counting(*args, **kw):
+        with lock:
+            active[0] += 1
+            peak[0] = max(peak[0], active[0])
+        time.sleep(0.03)
+        try:
+            return real(*args, **kw)
+        finally:
+            with lock:
+                active[0] -= 1
+
+    monkeypatch.setattr(dl, "decode_pil", counting)
+    rows = [{"id": str(i), "url": sandbox.photo_url(p, "c")} for i, p in enumerate(sandbox.photos[:6] * 2)]
+    got = list(download(rows, DownloadConfig(workers=8, cpu_slots=2, per_host=8)))
+    assert [f.row["id"] for f in got] == [r["id"] for r in rows] and all(f.error is None for f in got)
+    assert peak[0] == 2
