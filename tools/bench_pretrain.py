@@ -2,7 +2,9 @@
 
 1. SwAV step throughput vs lightly (`SwaVProjectionHead`, `SwaVPrototypes`, `SwaVLoss`, the
    per-view forward of lightly's own example) at the same backbone (torchvision resnet18),
-   batch, crops (2×96 + 4×48), K and optimiser (SGD, momentum 0.9), on CPU, synthetic input.
+   batch, crops (2×96 + 4×48), K and optimiser (SGD, momentum 0.9), on CPU, synthetic input;
+   in fp32, and — where the CPU runs bf16 natively, as facesift's `amp: true` then does — both
+   under bf16 autocast too.
    lightly is installed with `--no-deps` into `.bench/lightly` (it would pull pytorch-lightning
    and friends into our venv otherwise; it never changes torch).
 2. Input pipeline, images/s with the same worker count over the same JPEGs (landmarks5 face
@@ -20,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import io
 import os
 import statistics
@@ -51,6 +54,7 @@ def bench_steps(steps: int, batch: int, k: int) -> dict:
     from lightly.models.modules import SwaVProjectionHead, SwaVPrototypes
     from pretrain.swav import SwAVModel, normalize_prototypes, swav_loss
     from pretrain.backbone import build_resnet
+    from pretrain.train import bf16_native
 
     sizes = [96, 96, 48, 48, 48, 48]
     g = torch.Generator().manual_seed(0)
@@ -75,27 +79,33 @@ def bench_steps(steps: int, batch: int, k: int) -> dict:
     criterion = SwaVLoss(temperature=0.1, sinkhorn_epsilon=0.05, sinkhorn_iterations=3)
     opt_theirs = torch.optim.SGD(theirs.parameters(), lr=0.01, momentum=0.9)
 
-    def step_ours():
+    def step_ours(bf16: bool = False):
         normalize_prototypes(ours)
-        z, scores = ours(ours_views)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            z, scores = ours(ours_views)
         loss, _, _ = swav_loss(z, scores, batch, len(views), ours.prototypes.weight)
         opt_ours.zero_grad(set_to_none=True)
         loss.backward()
         opt_ours.step()
 
-    def step_theirs():
+    def step_theirs(bf16: bool = False):
         theirs.prototypes.normalize()
-        feats = [theirs(v) for v in views]
-        loss = criterion(feats[:2], feats[2:])
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            feats = [theirs(v) for v in views]
+            loss = criterion(feats[:2], feats[2:])
         opt_theirs.zero_grad(set_to_none=True)
         loss.backward()
         opt_theirs.step()
 
-    times = {"facesift": [], "lightly": []}
-    for fn in (step_ours, step_theirs):
+    runs = {"facesift": step_ours, "lightly": step_theirs}
+    if bf16_native(torch.device("cpu")):  # what `amp: true` does on this CPU, for both
+        runs.update({"facesift-bf16": functools.partial(step_ours, True),
+                     "lightly-bf16": functools.partial(step_theirs, True)})
+    times = {name: [] for name in runs}
+    for fn in runs.values():
         fn()  # warm-up (allocator, oneDNN primitives)
-    for _ in range(steps):  # interleaved so load changes hit both alike
-        for name, fn in (("facesift", step_ours), ("lightly", step_theirs)):
+    for _ in range(steps):  # interleaved so load changes hit all alike
+        for name, fn in runs.items():
             t = time.perf_counter()
             fn()
             times[name].append(time.perf_counter() - t)
@@ -249,9 +259,14 @@ def main(argv=None) -> int:
           f"load average {os.getloadavg()[0]:.1f} (shared machine: absolute numbers are noisy)")
     if "steps" not in args.skip:
         r = bench_steps(args.steps, args.batch, args.prototypes)
-        print(f"[1] SwAV step, resnet18, batch {args.batch}, 2x96+4x48, K={args.prototypes}, SGD, CPU: "
+        print(f"[1] SwAV step, resnet18, batch {args.batch}, 2x96+4x48, K={args.prototypes}, SGD, CPU, fp32: "
               f"facesift {r['facesift']:.1f} img/s, lightly {r['lightly']:.1f} img/s, "
               f"ratio {r['facesift'] / r['lightly']:.2f}x (goal >= 1.5x)")
+        if "facesift-bf16" in r:
+            print(f"    bf16 autocast (native on this CPU; facesift's default `amp: true`): facesift "
+                  f"{r['facesift-bf16']:.1f} img/s = {r['facesift-bf16'] / r['lightly']:.2f}x lightly's fp32 example; "
+                  f"lightly under the same autocast {r['lightly-bf16']:.1f} img/s "
+                  f"(ratio at equal precision {r['facesift-bf16'] / r['lightly-bf16']:.2f}x)")
     if "pipeline" not in args.skip:
         p = bench_pipeline(args.images, args.workers, args.batch, args.size)
         print(f"[2] input pipeline, {args.images} JPEGs {args.size}x{args.size}, 2x96+4x48 crops, full colour "

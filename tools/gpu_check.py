@@ -27,6 +27,7 @@ sys.path.insert(0, str(ROOT))
 import torch  # noqa: E402
 
 from pretrain.config import PretrainConfig  # noqa: E402
+from pretrain.train import bf16_native  # noqa: E402
 from tools.config import resolve  # noqa: E402
 
 
@@ -64,7 +65,7 @@ def synthetic(cfg: PretrainConfig, steps: int, device: torch.device) -> dict:
     for i in range(steps + warm):
         t = time.perf_counter()
         normalize_prototypes(model)
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cuda and cfg.amp):
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.amp and bf16_native(device)):
             z, scores = model(crops)
         loss, _, _ = swav_loss(z, scores, bs, len(plan), model.prototypes.weight, tuple(cfg.swav.crops_for_assign))
         opt.zero_grad(set_to_none=True)
@@ -129,7 +130,7 @@ def main(argv=None) -> int:
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
     print(f"device {name}, torch {torch.__version__}, preset {Path(preset).name}: {cfg.model.arch}, "
           f"crops {cfg.crops.nmb_crops}x{cfg.crops.size_crops}, batch {cfg.data.batch_size}, "
-          f"K {cfg.model.nmb_prototypes}, bf16 {cfg.amp and device.type == 'cuda'}, workers {cfg.data.workers}")
+          f"K {cfg.model.nmb_prototypes}, bf16 {cfg.amp and bf16_native(device)}, workers {cfg.data.workers}")
     s = synthetic(cfg, syn_steps, device)
     print(f"[synthetic] {syn_steps} steps: {s['images_per_s']:.1f} img/s, {s['step_ms']:.1f} ms/step, "
           f"peak memory {_gib(s['peak_gib'])}, loss {s['loss']:.3f}")
