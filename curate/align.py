@@ -100,7 +100,8 @@ def warp(image: np.ndarray | Image.Image, m: np.ndarray, size: int) -> Image.Ima
     return Image.fromarray(out)
 
 
-def align_face(image: np.ndarray | Image.Image, landmarks: np.ndarray, cfg: AlignConfig) -> tuple[Image.Image, np.ndarray]:
+def align_face(image: np.ndarray | Image.Image, landmarks: np.ndarray,
+               cfg: AlignConfig) -> tuple[Image.Image, np.ndarray]:
     """Aligned crop of one face and the source→crop transform used."""
     m = similarity_transform(landmarks, template(cfg.crop_size, cfg.eye_distance, cfg.eye_y))
     return warp(image, m, cfg.crop_size), m

@@ -288,7 +288,6 @@ class Fetcher:
         except Exception as exc:  # a bug or an unforeseen library error must not stop the run
             return Fetched(row, error=f"{type(exc).__name__}: {str(exc)[:200]}")
 
-
     def _decode(self, row: dict, data: bytes) -> Fetched:
         sha = hashlib.sha256(data).hexdigest()
         sizes: list = []

@@ -49,9 +49,9 @@ def crop_measures(crop: Image.Image) -> tuple[float, str, str]:
     crop is converted to grey once and box-reduced by an integer factor to `MEASURE_SIDE`
     (resampled to it exactly when the crop size is no multiple of it); pHash comes from one
     32×32 Lanczos thumbnail of that copy, dHash from the copy itself. 2.5× cheaper than
-    `imagehash.phash(crop)`, `imagehash.dhash(crop)` and a Laplacian at full size; on real face crops the hashes are
-    identical or a few bits apart from imagehash's on the full crop (less than re-encoding the
-    crop as JPEG moves them; `tests/curate/test_filters.py` holds the bound).
+    `imagehash.phash(crop)`, `imagehash.dhash(crop)` and a Laplacian at full size; on real face
+    crops the hashes are identical or a few bits apart from imagehash's on the full crop (less
+    than re-encoding the crop as JPEG moves them; `tests/curate/test_filters.py` holds the bound).
     """
     grey = crop.convert("L")
     factor = min(grey.size) // MEASURE_SIDE

@@ -255,10 +255,9 @@ class Sink(threading.Thread):
                     done = 1
                 elif kind == "batch":  # a detector future resolving to one encode future per photo
                     batch, detected, slot = payload
-                    try:
-                        outcomes = detected.result()
-                    except Exception as exc:  # noqa: BLE001 - the whole batch is a counted failure
-                        outcomes = [exc] * len(batch)
+                    # a detector error (CUDA out of memory, a broken model) stops the run like any
+                    # writer error: the open shard is dropped and its photos stay pending
+                    outcomes = detected.result()
                     for fetched, outcome in zip(batch, outcomes):
                         self.photo(fetched, outcome)
                     slot.release()
@@ -278,10 +277,17 @@ class Sink(threading.Thread):
                 except queue.Empty:
                     continue
 
+    def failure(self) -> RuntimeError:
+        """The error that stopped the writer thread (or a detector it was waiting on), for the
+        main thread to raise: the message names the cause, which the CLI prints."""
+        err = RuntimeError(f"curate writer thread failed: {type(self.error).__name__}: {self.error}")
+        err.__cause__ = self.error
+        return err
+
     def put(self, item) -> None:
         while True:
             if self.error is not None:
-                raise RuntimeError("curate writer thread failed") from self.error
+                raise self.failure()
             try:
                 self.inbox.put(item, timeout=0.5)
                 return
@@ -416,16 +422,13 @@ def run_curate(cfg: CurateConfig, progress: bool = True) -> RunCounts:
                     counts.input_wait_s += time.perf_counter() - tick
                     while not slots.acquire(timeout=0.5):
                         if sink.error is not None:
-                            raise RuntimeError("curate writer thread failed") from sink.error
+                            raise sink.failure()
                     loop.setdefault("start", time.perf_counter())
                     if workers > 1:
                         detected = detectors.submit(detect_batch, batch)
                     else:  # torch's intra-op threads run ~1.8× slower called from a non-main thread
                         detected = cf.Future()
-                        try:
-                            detected.set_result(detect_batch(batch))
-                        except Exception as exc:  # noqa: BLE001 - the sink counts the batch as failed
-                            detected.set_exception(exc)
+                        detected.set_result(detect_batch(batch))
                     sink.put(("batch", (batch, detected, slots)))
                 with sink.lock:
                     now = sink.processed
@@ -436,7 +439,7 @@ def run_curate(cfg: CurateConfig, progress: bool = True) -> RunCounts:
             sink.put(None)
             sink.join()
             if sink.error is not None:
-                raise RuntimeError("curate writer thread failed") from sink.error
+                raise sink.failure()
             if "start" in loop:
                 counts.detect_workers, counts.detect_loop_s = workers, loop["end"] - loop["start"]
             writer.close()

@@ -177,7 +177,8 @@ class ShardStream(IterableDataset):
                     images, boxes = collate_images(crops)
                     payload = {"images": images, "boxes": boxes}
                 else:
-                    payload = {"crops": augment_batch(collate_crops(crops), self.crops, torch.Generator().manual_seed(seed))}
+                    gen = torch.Generator().manual_seed(seed)
+                    payload = {"crops": augment_batch(collate_crops(crops), self.crops, gen)}
                 yield {**payload, "keys": names, "role": role, "consumed": position, "batch_index": batch_index,
                        "bad": bad + errors["n"], "seed": seed}
                 batch_index += 1

@@ -90,12 +90,13 @@ def decode_with_boxes(data: bytes, plan: list[tuple[int, float, float]],
 def geometric_crops(data: bytes, plan: list[tuple[int, float, float]], rng: random.Random) -> list[np.ndarray]:
     """Decode one image and cut all its crops (worker path): H×W×3 uint8 arrays."""
     img, boxes = decode_with_boxes(data, plan, rng)
-    return [np.asarray(img.resize((size, size), Image.BILINEAR, box=box)) for (size, _, _), box in zip(plan, boxes)]
+    return [np.asarray(img.resize((size, size), Image.BILINEAR, box=box))
+            for (size, _, _), box in zip(plan, boxes)]
 
 
 def image_and_boxes(data: bytes, plan: list[tuple[int, float, float]],
                     rng: random.Random) -> tuple[np.ndarray, np.ndarray]:
-    """Decode one image and draw its boxes (device path): H×W×3 uint8 and n×4 float32 (x0 y0 x1 y1)."""
+    """Decode one image and draw its boxes (device path): H×W×3 uint8, n×4 float32 (x0 y0 x1 y1)."""
     img, boxes = decode_with_boxes(data, plan, rng)
     return np.asarray(img), np.asarray(boxes, np.float32)
 
@@ -118,7 +119,8 @@ def collate_images(samples: list[tuple[np.ndarray, np.ndarray]]) -> tuple[torch.
     return torch.from_numpy(batch).permute(0, 3, 1, 2), torch.from_numpy(boxes)
 
 
-def cut_crops(images: torch.Tensor, boxes: torch.Tensor, plan: list[tuple[int, float, float]]) -> list[torch.Tensor]:
+def cut_crops(images: torch.Tensor, boxes: torch.Tensor,
+              plan: list[tuple[int, float, float]]) -> list[torch.Tensor]:
     """All crops of a batch on the images' device: per crop index a B×3×s×s float tensor in [0, 1].
 
     One `roi_align` per crop size covers every image and every crop of that size."""
@@ -193,7 +195,8 @@ def colour_matrix(channel_means: torch.Tensor, brightness: torch.Tensor, contras
             theta = hue * 2 * math.pi
             rot = torch.zeros(b, 3, 3, device=dev)
             rot[:, 0, 0] = 1
-            rot[:, 1, 1], rot[:, 1, 2], rot[:, 2, 1], rot[:, 2, 2] = theta.cos(), -theta.sin(), theta.sin(), theta.cos()
+            cos, sin = theta.cos(), theta.sin()
+            rot[:, 1, 1], rot[:, 1, 2], rot[:, 2, 1], rot[:, 2, 2] = cos, -sin, sin, cos
             step, add = _YIQ2RGB.to(dev) @ rot @ _RGB2YIQ.to(dev), no_offset
         mat, off = step @ mat, (step @ off.unsqueeze(2)).squeeze(2) + add
     gray = grayscale.view(b, 1, 1)

@@ -59,13 +59,14 @@ def synthetic(cfg: PretrainConfig, steps: int, device: torch.device) -> dict:
     plan = crop_plan(cfg.crops)
     crops = [torch.randn(bs, 3, s, s, device=device).contiguous(memory_format=torch.channels_last) for s, _, _ in plan]
     warm = min(10, max(1, steps // 5))
+    amp = cfg.amp and bf16_native(device)
     times = []
     if cuda:
         torch.cuda.reset_peak_memory_stats(device)
     for i in range(steps + warm):
         t = time.perf_counter()
         normalize_prototypes(model)
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.amp and bf16_native(device)):
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
             z, scores = model(crops)
         loss, _, _ = swav_loss(z, scores, bs, len(plan), model.prototypes.weight, tuple(cfg.swav.crops_for_assign))
         opt.zero_grad(set_to_none=True)

@@ -99,7 +99,8 @@ def test_crop_measures_agree_with_imagehash_on_the_full_crop(face_crops):
         buf = io.BytesIO()
         crop.save(buf, "JPEG", quality=90)
         again = Image.open(buf)
-        jpeg_bits.append(max(imagehash.phash(again) - imagehash.phash(crop), imagehash.dhash(again) - imagehash.dhash(crop)))
+        jpeg_bits.append(max(imagehash.phash(again) - imagehash.phash(crop),
+                             imagehash.dhash(again) - imagehash.dhash(crop)))
     assert np.mean(np.array(p_bits) == 0) >= 0.85 and max(p_bits) <= 4
     assert np.mean(np.array(d_bits) == 0) >= 0.6 and np.mean(d_bits) <= 0.6 and max(d_bits) <= 6
     assert np.mean(p_bits) <= 2 * np.mean(jpeg_bits) + 0.5

@@ -436,3 +436,34 @@ def test_detector_workers_give_identical_shards(shared_data, tmp_path):
     assert len(one) == 16 and one == three  # 10 Yale faces + 6 in t1
     assert stats_three["last_run"]["detect_workers"] == 3 and stats_one["last_run"]["detect_workers"] == 1
     assert 0 < stats_three["last_run"]["detector_busy"] <= 1 and stats_three["last_run"]["detect_s"] > 0
+
+
+def test_a_detector_error_stops_the_run_and_loses_nothing(shared_data, tmp_path, monkeypatch):
+    """A detector failure (CUDA out of memory, a broken model) is not one photo's problem: the run
+    stops, nothing is marked failed, and the same command then finishes every photo once."""
+    from curate.detect import MTCNNDetector
+
+    src = tmp_path / "src"
+    src.mkdir()
+    for p in sorted((shared_data / "yalefaces").glob("*.gif"))[:8]:
+        (src / p.name).symlink_to(p)
+    cfg = _cfg(tmp_path / "out", from_dir=str(src))
+    cfg.detect.batch_size, cfg.detect.min_face_px, cfg.detect.workers = 2, 60, 2
+    cfg.download.dedupe = False
+    real, calls = MTCNNDetector.detect, [0]
+
+    def flaky(self, images):
+        calls[0] += 1
+        if calls[0] == 3:
+            raise RuntimeError("CUDA out of memory (simulated)")
+        return real(self, images)
+
+    monkeypatch.setattr(MTCNNDetector, "detect", flaky)
+    with pytest.raises(RuntimeError, match="writer thread failed: RuntimeError: CUDA out of memory"):
+        run_curate(cfg, progress=False)
+    assert "failed" not in _statuses(tmp_path / "out" / "sources.sqlite").values()
+    monkeypatch.setattr(MTCNNDetector, "detect", real)
+    run_curate(cfg, progress=False)
+    keys = _keys(tmp_path / "out")
+    assert len(keys) == len(set(keys)) == 8
+    assert set(_statuses(tmp_path / "out" / "sources.sqlite").values()) == {"done"}
