@@ -1,6 +1,6 @@
 """Benchmark `facesift curate` against img2dataset, and the curate pipeline against its detector.
 
-    .venv/bin/python tools/bench_curate.py [--count 300] [--threads 16] [--detect-count 48] [--keep]
+    .venv/bin/python tools/bench_curate.py [--count 300] [--threads 16] [--detect-count 48] [--device cuda] [--keep]
 
 One run, same images, same loopback server, printing a table and two ratios:
 
@@ -255,10 +255,10 @@ FACESIFT_VARIANTS = {  # part 1 rows: name → extra `--set` options (stated in 
 
 
 def run_facesift(urls: Path, out: Path, threads: int, detector: str, batch: int, log: Path,
-                 base: str, sets: list[str] = ()) -> Timing:
+                 base: str, sets: list[str] = (), device: str = "cpu") -> Timing:
     cmd = [str(ROOT / ".venv" / "bin" / "facesift"), "-q", "curate", "--from-urls", str(urls), "--out", str(out),
            "--detector", detector, "--workers", str(threads), "--batch-size", str(batch), "--no-progress",
-           "--set", "align.crop_size=256", "--set", "align.jpeg_quality=95", "--set", "detect.device=cpu",
+           "--set", "align.crop_size=256", "--set", "align.jpeg_quality=95", "--set", f"detect.device={device}",
            "--set", f"download.per_host={threads}"]  # img2dataset has no per-host cap: same concurrency
     for opt in sets:
         cmd += ["--set", opt]
@@ -279,7 +279,8 @@ def run_img2dataset(exe: Path, urls: Path, out: Path, threads: int, log: Path, b
     return Timing(written=ok, **times)
 
 
-def detector_alone(paths: list[Path], batch: int, workers: int = 0, threads: int = 0) -> tuple[float, int, float]:
+def detector_alone(paths: list[Path], batch: int, workers: int = 0, threads: int = 0,
+                   device: str = "cpu") -> tuple[float, int, float]:
     """The curate detector on pre-decoded images, same batches, as many batches side by side as
     curate runs (or `workers` × `threads`): (seconds, faces, CPU seconds).
 
@@ -289,12 +290,13 @@ def detector_alone(paths: list[Path], batch: int, workers: int = 0, threads: int
     listing.write_text("".join(f"{p}\n" for p in paths))
     out = subprocess.run([sys.executable, str(Path(__file__).resolve()), "--detector-alone", str(listing),
                           "--batch-size", str(batch), "--detector-workers", str(workers),
-                          "--detector-threads", str(threads)], check=True, capture_output=True, text=True).stdout
+                          "--detector-threads", str(threads), "--device", device],
+                         check=True, capture_output=True, text=True).stdout
     result = json.loads(out.strip().splitlines()[-1])
     return result["seconds"], result["faces"], result["cpu"]
 
 
-def _detector_alone_here(paths: list[Path], batch: int, workers: int, threads: int) -> dict:
+def _detector_alone_here(paths: list[Path], batch: int, workers: int, threads: int, device: str) -> dict:
     import concurrent.futures as cf
 
     import numpy as np
@@ -307,7 +309,7 @@ def _detector_alone_here(paths: list[Path], batch: int, workers: int, threads: i
     for path in paths:
         with Image.open(path) as im:
             images.append(np.asarray(ImageOps.exif_transpose(im).convert("RGB")))
-    detector = build_detector(DetectConfig(backend="mtcnn", device="cpu", batch_size=batch, workers=workers,
+    detector = build_detector(DetectConfig(backend="mtcnn", device=device, batch_size=batch, workers=workers,
                                            threads=threads))
     detector.detect(images[:1])                               # first call allocates; not timed (as curate's)
     batches = [images[s:s + batch] for s in range(0, len(images), batch)]
@@ -344,6 +346,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--serve", type=Path, help=argparse.SUPPRESS)   # internal: the image server
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--detector-alone", type=Path, help=argparse.SUPPRESS)  # internal: part 2's baseline
+    parser.add_argument("--device", default="cpu", help="part 2's detector device: cpu (default) or cuda")
     parser.add_argument("--detector-workers", type=int, default=0, help=argparse.SUPPRESS)
     parser.add_argument("--detector-threads", type=int, default=0, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -353,7 +356,8 @@ def main(argv: list[str] | None = None) -> int:
     sys.path.insert(0, str(ROOT))
     if args.detector_alone:
         paths = [Path(line) for line in args.detector_alone.read_text().splitlines() if line]
-        print(json.dumps(_detector_alone_here(paths, args.batch_size, args.detector_workers, args.detector_threads)))
+        print(json.dumps(_detector_alone_here(paths, args.batch_size, args.detector_workers, args.detector_threads,
+                                              args.device)))
         return 0
     folders = args.photos or DEFAULT_PHOTOS
 
@@ -393,21 +397,23 @@ def main(argv: list[str] | None = None) -> int:
                       f"({t.tail:5.2f} s after the last download), exit {t.exit:5.2f} s, "
                       f"cpu {t.cpu:5.1f} s, {t.written} written", flush=True)
         if "part2" not in args.skip:
-            print(f"part 2: {ndet} images, mtcnn on cpu, batch {args.batch_size}, "
+            print(f"part 2: {ndet} images, mtcnn on {args.device}, batch {args.batch_size}, "
                   f"{args.repeat_detect} run(s) each ...", flush=True)
             pipes, dets, dets_all = [], [], []
             all_cores = os.cpu_count() or 1
             for r in range(args.repeat_detect):
-                t_det, faces_det, cpu_det = detector_alone([www / p for p in paths[:ndet]], args.batch_size)
+                t_det, faces_det, cpu_det = detector_alone([www / p for p in paths[:ndet]], args.batch_size,
+                                                           device=args.device)
                 dets.append((t_det, faces_det, cpu_det))
                 print(f"  detector alone run {r + 1}: {t_det:6.2f} s, cpu {cpu_det:5.1f} s", flush=True)
-                t_one, faces_one, cpu_one = detector_alone([www / p for p in paths[:ndet]], args.batch_size,
-                                                           workers=1, threads=all_cores)
-                dets_all.append((t_one, faces_one, cpu_one))
-                print(f"  detector alone, 1 worker x {all_cores} threads, run {r + 1}: {t_one:6.2f} s, "
-                      f"cpu {cpu_one:5.1f} s", flush=True)
+                if args.device == "cpu":
+                    t_one, faces_one, cpu_one = detector_alone([www / p for p in paths[:ndet]], args.batch_size,
+                                                               workers=1, threads=all_cores)
+                    dets_all.append((t_one, faces_one, cpu_one))
+                    print(f"  detector alone, 1 worker x {all_cores} threads, run {r + 1}: {t_one:6.2f} s, "
+                          f"cpu {cpu_one:5.1f} s", flush=True)
                 pipe = run_facesift(lists["det"], run / f"pipeline-{r}", args.threads, "mtcnn",
-                                    args.batch_size, run / f"pipeline-{r}.log", base)
+                                    args.batch_size, run / f"pipeline-{r}.log", base, device=args.device)
                 pipes.append(pipe)
                 print(f"  curate pipeline run {r + 1}: wall {pipe.wall:6.2f} s, work {pipe.window:6.2f} s "
                       f"({pipe.tail:5.2f} s after the last download), exit {pipe.exit:5.2f} s, "
@@ -448,14 +454,15 @@ def main(argv: list[str] | None = None) -> int:
         pipe, t_det, faces_det, cpu_det, on_all = part2
         busy = json.loads((run / "pipeline-best-stats.json").read_text())["last_run"]
         workers = busy["detect_workers"]
-        print(f"part 2 - curate pipeline vs detector alone (mtcnn, cpu, batch {args.batch_size}, {ndet} images, "
-              f"best of {args.repeat_detect}; curate runs {workers} detector workers x "
-              f"{max(1, (os.cpu_count() or 1) // max(1, workers))} torch threads)")
+        print(f"part 2 - curate pipeline vs detector alone (mtcnn, {args.device}, batch {args.batch_size}, "
+              f"{ndet} images, best of {args.repeat_detect}; curate runs {workers} detector worker(s)"
+              + (f" x {max(1, (os.cpu_count() or 1) // max(1, workers))} torch threads)" if args.device == "cpu" else ")"))
         print(f"  {'run':<52}{'seconds':>9}{'img/s':>9}{'faces':>7}{'cpu s':>8}")
         print(f"  {'detector alone, pre-decoded, as curate runs it':<52}{t_det:>9.2f}{ndet / t_det:>9.2f}"
               f"{faces_det:>7}{cpu_det:>8.1f}")
-        print(f"  {f'detector alone, 1 worker x {os.cpu_count()} torch threads':<52}{on_all[0]:>9.2f}"
-              f"{ndet / on_all[0]:>9.2f}{on_all[1]:>7}{on_all[2]:>8.1f}")
+        if on_all:
+            print(f"  {f'detector alone, 1 worker x {os.cpu_count()} torch threads':<52}{on_all[0]:>9.2f}"
+                  f"{ndet / on_all[0]:>9.2f}{on_all[1]:>7}{on_all[2]:>8.1f}")
         print(f"  {'curate: download+detect+align+shard (work)':<52}{pipe.window:>9.2f}{ndet / pipe.window:>9.2f}"
               f"{pipe.written:>7}")
         print(f"  {'curate, whole command (wall)':<52}{pipe.wall:>9.2f}{ndet / pipe.wall:>9.2f}{'':>7}"
@@ -465,8 +472,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  inside the pipeline the detector workers were busy {busy['detector_busy']:.1%} of the "
               f"{busy['detect_loop_s']:.2f} s detection loop ({busy['detect_s']:.2f} worker-seconds; the main thread "
               f"waited {busy['input_wait_s']:.2f} s for downloads)")
-        print(f"  pipeline vs the detector alone with 1 worker x {os.cpu_count()} torch threads: "
-              f"{on_all[0] / pipe.window:.2f} on work time")
+        if on_all:
+            print(f"  pipeline vs the detector alone with 1 worker x {os.cpu_count()} torch threads: "
+                  f"{on_all[0] / pipe.window:.2f} on work time")
     if args.keep:
         print(f"outputs kept in {run}")
     else:
