@@ -256,7 +256,9 @@ FACESIFT_VARIANTS = {  # part 1 rows: name → extra `--set` options (stated in 
 
 def run_facesift(urls: Path, out: Path, threads: int, detector: str, batch: int, log: Path,
                  base: str, sets: list[str] = (), device: str = "cpu") -> Timing:
-    cmd = [str(ROOT / ".venv" / "bin" / "facesift"), "-q", "curate", "--from-urls", str(urls), "--out", str(out),
+    exe = ROOT / ".venv" / "bin" / "facesift"  # without the venv (a GPU machine's own python): the module
+    cli = [str(exe)] if exe.exists() else [sys.executable, "-m", "tools.cli"]
+    cmd = [*cli, "-q", "curate", "--from-urls", str(urls), "--out", str(out),
            "--detector", detector, "--workers", str(threads), "--batch-size", str(batch), "--no-progress",
            "--set", "align.crop_size=256", "--set", "align.jpeg_quality=95", "--set", f"detect.device={device}",
            "--set", f"download.per_host={threads}"]  # img2dataset has no per-host cap: same concurrency
@@ -337,7 +339,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=16, help="download threads, both tools (default 16)")
     parser.add_argument("--batch-size", type=int, default=16, help="detector batch size (default 16)")
     parser.add_argument("--photos", type=Path, action="append",
-                        help="source photo folder (repeatable; default ../shared/data/photos + yalefaces)")
+                        help="source photo folder (repeatable; default ../shared/data/photos + yalefaces, "
+                             "else the bundled data/sample/photos)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--keep", action="store_true", help="keep the outputs under .bench/curate/run")
     parser.add_argument("--skip", choices=["img2dataset", "lean", "part1", "part2"], action="append", default=[],
@@ -359,7 +362,7 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(_detector_alone_here(paths, args.batch_size, args.detector_workers, args.detector_threads,
                                               args.device)))
         return 0
-    folders = args.photos or DEFAULT_PHOTOS
+    folders = args.photos or [f for f in DEFAULT_PHOTOS if f.is_dir()] or [ROOT / "data" / "sample" / "photos"]
 
     work = BENCH / "curate"
     run = work / "run"
