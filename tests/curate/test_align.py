@@ -103,3 +103,31 @@ def test_warp_matches_a_reference_bicubic_and_reads_arrays(shared_data):
         assert np.abs(ours - ref).mean() < 1.5, scale
     far = similarity_transform(lm + 10_000, template(256))  # a crop wholly outside the photo: black
     assert not np.asarray(warp(image, far, 64)).any()
+
+
+@pytest.mark.parametrize("scale", [3.0, 1.0, 0.45, 0.2])  # 0.45 and 0.2: the box-reduce path
+def test_warp_puts_source_points_on_the_template_to_a_fraction_of_a_pixel(scale):
+    """Pixel-exact check of the warp (and its pixel-centre convention): Gaussian blobs drawn
+    at known continuous coordinates land, as blob centroids in the crop, where the transform
+    maps those coordinates."""
+    rng = np.random.default_rng(int(scale * 10))
+    cfg = AlignConfig(crop_size=128)
+    tpl = template(128, cfg.eye_distance, cfg.eye_y)
+    angle = 0.35
+    rot = np.array([[np.cos(angle), -np.sin(angle)], [np.sin(angle), np.cos(angle)]])
+    lm = (tpl - 64) @ rot.T / scale + rng.uniform(300, 400, 2)  # the template, turned and scaled
+    h = w = 800
+    yy, xx = np.mgrid[0:h, 0:w] + 0.5  # pixel centres in continuous coordinates
+    sigma = 2.0 / scale  # about 2 crop pixels wide after the warp
+    canvas = np.zeros((h, w), np.float64)
+    for x, y in lm:
+        canvas += np.exp(-((xx - x) ** 2 + (yy - y) ** 2) / (2 * sigma ** 2))
+    image = np.repeat((255 * np.clip(canvas, 0, 1)).astype(np.uint8)[..., None], 3, axis=2)
+    crop, m = align_face(image, lm, cfg)
+    np.testing.assert_allclose(apply_transform(m, lm), tpl, atol=1e-6)
+    grey = np.asarray(crop, np.float64)[..., 0]
+    cy, cx = np.mgrid[0:128, 0:128] + 0.5
+    for x, y in tpl:
+        near = (np.hypot(cx - x, cy - y) < 6) * grey
+        found = np.array([(near * cx).sum(), (near * cy).sum()]) / near.sum()
+        assert np.hypot(*(found - (x, y))) < 0.35, (scale, found, (x, y))
