@@ -231,9 +231,12 @@ def photometric(x: torch.Tensor, cfg: CropConfig, gen: torch.Generator) -> torch
     blur = coin(cfg.blur_p).nonzero().squeeze(1)
     sigma = u(*cfg.blur_sigma)[blur]
 
-    pixels = x.view(b, 3, h * w)
-    mat, off = colour_matrix(pixels.mean(dim=2) * scale, bri, con, sat, hue, order, gray)
-    x = torch.baddbmm(off.view(b, 3, 1), mat * scale, pixels).clamp_(0, 1).view(b, 3, h, w)
+    if jitter.any() or gray.any():
+        pixels = x.view(b, 3, h * w)
+        mat, off = colour_matrix(pixels.mean(dim=2) * scale, bri, con, sat, hue, order, gray)
+        x = torch.baddbmm(off.view(b, 3, 1), mat * scale, pixels).clamp_(0, 1).view(b, 3, h, w)
+    elif scale != 1.0:  # no colour op drawn for this batch (e.g. the geometric-only CPU preset)
+        x.mul_(scale)
     if len(flip):
         x[flip] = x[flip].flip(-1)
     if len(blur):
