@@ -4,7 +4,8 @@
    per-view forward of lightly's own example) at the same backbone (torchvision resnet18),
    batch, crops (2×96 + 4×48), K and optimiser (SGD, momentum 0.9), on CPU, synthetic input;
    in fp32, and — where the CPU runs bf16 natively, as facesift's `amp: true` then does — both
-   under bf16 autocast too.
+   under bf16 autocast too. Both fp32 steps are then profiled once: the share of convolutions
+   (the same oneDNN kernels in both) bounds what any other change could win on this CPU.
    lightly is installed with `--no-deps` into `.bench/lightly` (it would pull pytorch-lightning
    and friends into our venv otherwise; it never changes torch).
 2. Input pipeline, images/s with the same worker count over the same JPEGs (landmarks5 face
@@ -109,7 +110,25 @@ def bench_steps(steps: int, batch: int, k: int) -> dict:
             t = time.perf_counter()
             fn()
             times[name].append(time.perf_counter() - t)
-    return {n: batch / statistics.median(t) for n, t in times.items()}
+    result = {n: batch / statistics.median(t) for n, t in times.items()}
+    result.update({f"{n}-conv": conv_share(fn) for n, fn in runs.items() if n in ("facesift", "lightly")})
+    return result
+
+
+def conv_share(step) -> float:
+    """Fraction of a step's operator time spent in convolutions (forward and backward).
+
+    Both implementations run the same oneDNN convolution kernels, so this bounds what any
+    change outside the convolutions can win: Amdahl's law, measured rather than argued."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        for _ in range(2):
+            step()
+    events = prof.key_averages()
+    total = sum(e.self_cpu_time_total for e in events)
+    conv = sum(e.self_cpu_time_total for e in events if "convolution" in e.key)
+    return conv / total
 
 
 # ------------------------------------------------------------------ 2. input pipeline
@@ -262,6 +281,13 @@ def main(argv=None) -> int:
         print(f"[1] SwAV step, resnet18, batch {args.batch}, 2x96+4x48, K={args.prototypes}, SGD, CPU, fp32: "
               f"facesift {r['facesift']:.1f} img/s, lightly {r['lightly']:.1f} img/s, "
               f"ratio {r['facesift'] / r['lightly']:.2f}x (goal >= 1.5x)")
+        ours_conv = r["facesift-conv"] * args.batch / r["facesift"]
+        theirs_conv = r["lightly-conv"] * args.batch / r["lightly"]
+        print(f"    convolutions (oneDNN, forward + backward) are {r['facesift-conv']:.0%} of facesift's step "
+              f"({ours_conv * 1000:.0f} of {args.batch / r['facesift'] * 1000:.0f} ms) and {r['lightly-conv']:.0%} of "
+              f"lightly's ({theirs_conv * 1000:.0f} of {args.batch / r['lightly'] * 1000:.0f} ms): with every other "
+              f"op free, facesift's fp32 step could reach at most {args.batch / r['lightly'] / ours_conv:.2f}x lightly "
+              f"on this CPU")
         if "facesift-bf16" in r:
             print(f"    bf16 autocast (native on this CPU; facesift's default `amp: true`): facesift "
                   f"{r['facesift-bf16']:.1f} img/s = {r['facesift-bf16'] / r['lightly']:.2f}x lightly's fp32 example; "
