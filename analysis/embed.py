@@ -42,7 +42,7 @@ from PIL import Image
 
 from analysis.config import EmbedConfig
 from analysis.hashes import HASH_BYTES, sample_hashes
-from shards.index import INDEX_NAME, index_urls, read_index, shard_urls
+from shards.index import index_entries, index_location, shard_urls
 from shards.reader import iter_keys
 from tools.atomic import atomic_write_json, atomic_write_text
 
@@ -64,26 +64,15 @@ def shard_counts(spec: Any) -> tuple[list[str], list[int]]:
     """Shard URLs and samples per shard: from index.json `nsamples` when present, else counted."""
     urls = shard_urls(spec)
     counts: list[int | None] = [None] * len(urls)
-    index_path = _index_path(spec)
-    if index_path is not None:
-        entries = read_index(index_path)["shardlist"]
-        if [u for u in index_urls(index_path)] == urls:
-            counts = [e.get("nsamples") for e in entries]
+    location = index_location(spec)
+    if location is not None:
+        entries = index_entries(location)
+        if [u for u, _ in entries] == urls:
+            counts = [e.get("nsamples") for _, e in entries]
     for i, url in enumerate(urls):
         if counts[i] is None:
             counts[i] = sum(1 for _ in iter_keys(url))
     return urls, [int(c) for c in counts]
-
-
-def _index_path(spec: Any) -> Path | None:
-    if not isinstance(spec, (str, Path)) or "," in str(spec):
-        return None
-    p = Path(str(spec).removeprefix("file://").removeprefix("file:"))
-    if p.is_dir() and (p / INDEX_NAME).exists():
-        return p / INDEX_NAME
-    if p.suffix == ".json" and p.exists():
-        return p
-    return None
 
 
 def rank_slice(n: int, rank: int, world: int) -> tuple[int, int]:

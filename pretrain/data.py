@@ -34,7 +34,7 @@ from torch.utils.data import IterableDataset, get_worker_info
 from pretrain.config import CropConfig, DataConfig
 from pretrain.multicrop import (augment_batch, collate_crops, collate_images, crop_plan, geometric_crops,
                                 image_and_boxes)
-from shards.index import INDEX_NAME, read_index, shard_urls
+from shards.index import index_location, read_index, shard_urls
 
 log = logging.getLogger(__name__)
 IMAGE_KEYS = ("jpg", "jpeg", "png", "webp")
@@ -52,13 +52,12 @@ def read_keys(path: str | Path) -> set[str]:
 
 
 def count_samples(spec: str, keys: set[str] | None = None) -> int:
-    """Samples in a shard spec: the index's counts, or counting keys in local tars."""
+    """Samples in a shard spec: the index's counts (local or remote), or counting keys in local tars."""
     if keys:
         return len(keys)
-    text = str(spec)
-    for candidate in (Path(text) / INDEX_NAME, Path(text)):
-        if candidate.suffix == ".json" and candidate.is_file():
-            return sum(int(e.get("nsamples", 0)) for e in read_index(candidate)["shardlist"])
+    location = index_location(spec)
+    if location is not None:
+        return sum(int(e.get("nsamples", 0)) for e in read_index(location)["shardlist"])
     from shards.reader import iter_keys
     urls = shard_urls(spec)
     if any(u.startswith(("pipe:", "http://", "https://")) for u in urls):

@@ -4,11 +4,19 @@ Every consumer (pretrain, embed, finetune, `shards verify`) names its input the 
 way a user would — a shard directory, an `index.json`, a brace pattern, a `pipe:` command or
 an http URL — and gets back the ordered list of shard URLs, so row order ("index order")
 means the same thing in every stage.
+
+An index may live where the shards live: ``https://host/faces/index.json``, ``s3://...`` or a
+``pipe:`` command that prints it (``pipe:aws s3 cp s3://bucket/faces/index.json -``). It is
+read through webdataset's own `gopen`, like the shards, and its relative shard names resolve
+against it — in a `pipe:` command by swapping the index's file name for the shard's — so a
+directory written by `curate` and copied to object storage works as it is.
 """
 from __future__ import annotations
 
 import json
 import os
+import re
+import urllib.parse
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -21,10 +29,18 @@ SHARD_GLOB = "*.tar"
 
 
 def read_index(path: str | Path) -> dict[str, Any]:
-    """Load an index.json; its `shardlist` urls are returned as written (often relative)."""
-    path = Path(path)
-    data = json.loads(path.read_text())
-    if "shardlist" not in data:
+    """Load an index.json, local or remote; its `shardlist` urls are returned as written (often relative)."""
+    local = local_path(str(path))
+    if local is not None:
+        data = json.loads(Path(local).read_text())
+    else:
+        import webdataset as wds
+        try:
+            with wds.gopen(str(path), "rb") as stream:
+                data = json.loads(stream.read())
+        except Exception as exc:  # transport and parse errors alike: name the index, keep the cause
+            raise ValueError(f"{path}: could not read the shard index: {exc}") from exc
+    if not isinstance(data, dict) or "shardlist" not in data:
         raise ValueError(f"{path}: not a shard index (no 'shardlist')")
     return data
 
@@ -49,18 +65,56 @@ def local_path(url: str) -> str | None:
     return url
 
 
+def _remote_json_token(spec: str) -> str | None:
+    """The index file named by a remote spec: a URL whose path ends in .json, or the last
+    .json argument of a `pipe:` command; None when the spec names no index."""
+    if spec.startswith("pipe:"):
+        tokens = [t.strip("'\"") for t in spec[len("pipe:"):].split()]
+        found = [t for t in tokens if t.endswith(".json")]
+        return found[-1] if found else None
+    return spec if urllib.parse.urlsplit(spec).path.endswith(".json") else None
+
+
+def index_location(spec: Any) -> str | None:
+    """Where the index behind a single shard spec lives — a local path (a directory's
+    index.json, or a .json file) or a remote URL / `pipe:` command — or None."""
+    if not isinstance(spec, (str, Path)) or ("," in str(spec) and not str(spec).startswith("pipe:")):
+        return None
+    text = str(spec)
+    path = local_path(text)
+    if path is None:
+        return text if _remote_json_token(text) else None
+    local = Path(path)
+    if local.is_dir():
+        return str(local / INDEX_NAME) if (local / INDEX_NAME).is_file() else None
+    return str(local) if local.suffix == ".json" and local.is_file() else None
+
+
+def resolve_url(location: str, url: str) -> str:
+    """A shard URL as written in the index at `location`, made usable from here."""
+    path = local_path(url)
+    if path is None or os.path.isabs(path):  # pipe:, any scheme, or an absolute path
+        return url
+    base = local_path(location)
+    if base is not None:
+        return str(Path(base).parent / path)
+    if location.startswith("pipe:"):
+        token = _remote_json_token(location)
+        head, sep, _ = token.rpartition("/")
+        return location.replace(token, f"{head}{sep}{path}")
+    if location.startswith(("http://", "https://")):
+        return urllib.parse.urljoin(location, path)
+    return re.sub(r"[^/]*$", "", location) + path  # s3://, gs:// ...: the index's folder
+
+
+def index_entries(location: str) -> list[tuple[str, dict[str, Any]]]:
+    """(resolved URL, entry) for every shard of the index at `location`, in index order."""
+    return [(resolve_url(str(location), e["url"]), e) for e in read_index(location)["shardlist"]]
+
+
 def index_urls(index_path: str | Path) -> list[str]:
-    """Shard URLs of an index, relative ones resolved against the index's directory."""
-    index_path = Path(index_path)
-    base = index_path.parent
-    urls = []
-    for entry in read_index(index_path)["shardlist"]:
-        url = entry["url"]
-        path = local_path(url)
-        if path is not None and not os.path.isabs(path):
-            url = str(base / path)
-        urls.append(url)
-    return urls
+    """Shard URLs of an index (local or remote), relative ones resolved against the index."""
+    return [url for url, _ in index_entries(str(index_path))]
 
 
 def shard_urls(spec: str | Path | Iterable[str]) -> list[str]:
@@ -77,6 +131,8 @@ def shard_urls(spec: str | Path | Iterable[str]) -> list[str]:
         return shard_urls([s for s in text.split(",") if s])
     path = local_path(text)
     if path is None:
+        if _remote_json_token(text):
+            return index_urls(text)
         return list(braceexpand.braceexpand(text))
     local = Path(path)
     if local.is_dir():

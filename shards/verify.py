@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any, Iterable, Iterator, Sequence
 
 from shards.format import make_key
-from shards.index import INDEX_NAME, SHARD_GLOB, index_urls, local_path, read_index, shard_urls
+from shards.index import SHARD_GLOB, index_entries, index_location, local_path, shard_urls
 from shards.reader import HashingReader, iter_members
 
 log = logging.getLogger(__name__)
@@ -169,36 +169,33 @@ def check_shard(url: str, decode: bool = True, required: Sequence[str] = REQUIRE
     return result
 
 
-def index_entries(spec: Any) -> list[tuple[Path, str, dict]] | None:
-    """[(index path, resolved url, entry)] when `spec` names an index or a directory holding one.
+def index_entries_of(spec: Any) -> list[tuple[str, str, dict]] | None:
+    """[(index location, resolved url, entry)] when `spec` names an index (local or remote) or
+    a directory holding one.
 
     A directory with per-part indexes (`index-pKofN.json`) but no merged `index.json` yet is
     checked against all its parts, so a scaled-out run can be verified before merging.
     """
-    if not isinstance(spec, (str, Path)):
-        return None
-    path = Path(local_path(str(spec)) or str(spec))
-    if path.is_dir():
-        if (path / INDEX_NAME).exists():
-            paths = [path / INDEX_NAME]
-        else:
-            from shards.merge import PART_INDEX_GLOB, natural_order
-            paths = sorted(path.glob(PART_INDEX_GLOB), key=natural_order)
-    elif path.suffix == ".json" and path.is_file():
-        paths = [path]
+    location = index_location(spec)
+    if location is not None:
+        locations = [location]
     else:
+        path = Path(local_path(str(spec)) or str(spec)) if isinstance(spec, (str, Path)) else None
+        if path is None or not path.is_dir():
+            return None
+        from shards.merge import PART_INDEX_GLOB, natural_order
+        locations = [str(p) for p in sorted(path.glob(PART_INDEX_GLOB), key=natural_order)]
+    if not locations:
         return None
-    if not paths:
-        return None
-    return [(p, url, entry) for p in paths
-            for url, entry in zip(index_urls(p), read_index(p)["shardlist"])]
+    return [(loc, url, entry) for loc in locations for url, entry in index_entries(loc)]
 
 
-def _check_against_index(checks: list[ShardCheck], entries: list[tuple[Path, str, dict]],
+def _check_against_index(checks: list[ShardCheck], entries: list[tuple[str, str, dict]],
                          problems: list[Problem], warnings: list[str]) -> None:
     by_url = {c.url: c for c in checks}
     no_sha = 0
-    for index_path, url, entry in entries:
+    for location, url, entry in entries:
+        index_name = location.rstrip("/ -").rsplit("/", 1)[-1]
         check = by_url[url]
         if any(p.what.startswith(("missing:", "cannot open")) for p in check.problems):
             continue
@@ -207,17 +204,18 @@ def _check_against_index(checks: list[ShardCheck], entries: list[tuple[Path, str
             no_sha += 1
         elif check.sha256 and check.sha256 != expected:
             problems.append(Problem(url, None, f"sha256 {check.sha256[:16]}... does not match "
-                                               f"{index_path.name} ({expected[:16]}...): the shard changed"))
+                                               f"{index_name} ({expected[:16]}...): the shard changed"))
         expected_n = entry.get("nsamples")
         if expected_n is not None and check.sha256 and int(expected_n) != check.nsamples:
             problems.append(Problem(url, None, f"has {check.nsamples} samples, "
-                                               f"{index_path.name} says {expected_n}"))
+                                               f"{index_name} says {expected_n}"))
     if no_sha:
         warnings.append(f"{no_sha} shard(s) have no sha256 in their index: their bytes were not checked")
     listed = {str(Path(u).resolve()) for _, u, _ in entries if local_path(u) is not None}
     prefixes = {_shard_prefix(Path(u).name) for u in listed}
-    for directory in sorted({p.parent for p, _, _ in entries}):
-        names = ", ".join(sorted({p.name for p, _, _ in entries if p.parent == directory}))
+    local = [Path(loc) for loc, _, _ in entries if local_path(loc) is not None]
+    for directory in sorted({p.parent for p in local}):  # stale shards can only be listed locally
+        names = ", ".join(sorted({p.name for p in local if p.parent == directory}))
         for tar in sorted(directory.glob(SHARD_GLOB)):
             if str(tar.resolve()) not in listed and _shard_prefix(tar.name) in prefixes:
                 problems.append(Problem(str(tar), None, f"not listed in {names}: the index is stale "
@@ -244,7 +242,7 @@ def verify(spec: Any, workers: int = 1, decode: bool = True, progress: bool = Tr
     """Check every shard of `spec` (any shard spec); problems come back in index order."""
     from tqdm import tqdm
 
-    entries = index_entries(spec)
+    entries = index_entries_of(spec)
     urls = [u for _, u, _ in entries] if entries else shard_urls(spec)
     warnings: list[str] = []
     if not entries:

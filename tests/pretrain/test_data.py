@@ -5,7 +5,8 @@ import torch
 
 from pretrain.config import CropConfig, DataConfig
 from pretrain.data import StreamState, count_samples, make_loader, read_keys
-from shards.index import shard_urls
+from shards.index import shard_urls, write_index
+from tests.http_files import serve_directory
 from tests.pretrain.conftest import write_shards
 
 CROPS = CropConfig(nmb_crops=[2, 2], size_crops=[32, 16])
@@ -91,3 +92,19 @@ def test_device_mode_ships_images_and_boxes_deterministically(face_shards):
 
 def test_epoch_size_from_index_or_tars(face_shards):
     assert count_samples(str(face_shards)) == 1200
+
+
+def test_streams_from_an_index_served_over_http(face_files, tmp_path):
+    """Shards and index.json on a web server (as on object storage): the epoch size comes from
+    the remote index, and the stream equals the one read from the local copy."""
+    paths = write_shards(face_files, tmp_path, [20, 12])
+    write_index(tmp_path, [{"url": p.name, "nsamples": n} for p, n in zip(paths, [20, 12])])
+    with serve_directory(tmp_path) as base:
+        remote = f"{base}/index.json"
+        assert count_samples(remote) == 32
+        urls = shard_urls(remote)
+        assert urls == [f"{base}/{p.name}" for p in paths]
+        got = list(make_loader(urls, CROPS, _data(workers=2), 4, seed=0, epoch=0, steps=5))
+    local = list(make_loader(shard_urls(tmp_path), CROPS, _data(workers=2), 4, seed=0, epoch=0, steps=5))
+    assert len(got) == 5 and [b["keys"] for b in got] == [b["keys"] for b in local]
+    torch.testing.assert_close(got[-1]["crops"][0], local[-1]["crops"][0])
