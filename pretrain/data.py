@@ -34,6 +34,7 @@ from torch.utils.data import IterableDataset, get_worker_info
 from pretrain.config import CropConfig, DataConfig
 from pretrain.multicrop import (augment_batch, collate_crops, collate_images, crop_plan, geometric_crops,
                                 image_and_boxes)
+from pretrain.stopping import ignore_in_worker
 from shards.index import index_location, read_index, shard_urls
 
 log = logging.getLogger(__name__)
@@ -188,6 +189,7 @@ class ShardStream(IterableDataset):
 
 def _worker_init(_: int) -> None:
     torch.set_num_threads(1)  # workers are processes: one BLAS thread each avoids oversubscription
+    ignore_in_worker()        # Ctrl-C reaches the whole group; the trainer stops them after its checkpoint
 
 
 def make_loader(urls: list[str], crops: CropConfig, data: DataConfig, batch_size: int, seed: int,
@@ -195,6 +197,8 @@ def make_loader(urls: list[str], crops: CropConfig, data: DataConfig, batch_size
                 state: StreamState | None = None, pin_memory: bool = False) -> wds.WebLoader:
     """`steps` batches of this rank's stream for one epoch (fewer when resuming mid-epoch)."""
     state = state or StreamState(num_workers=max(1, data.workers))
+    if steps <= state.steps:  # webdataset reads with_epoch(0) as "no limit": never ask for it
+        raise ValueError(f"no batches left: the epoch has {steps} steps and {state.steps} are done")
     if state.num_workers != max(1, data.workers) and state.steps:
         log.warning("resuming with %d workers instead of %d: this epoch continues on fresh streams "
                     "(not sample-exact)", data.workers, state.num_workers)
@@ -203,4 +207,4 @@ def make_loader(urls: list[str], crops: CropConfig, data: DataConfig, batch_size
     kwargs = dict(batch_size=None, num_workers=data.workers, pin_memory=pin_memory)
     if data.workers > 0:
         kwargs.update(prefetch_factor=data.prefetch_factor, worker_init_fn=_worker_init)
-    return wds.WebLoader(ds, **kwargs).with_epoch(nbatches=max(0, steps - state.steps))
+    return wds.WebLoader(ds, **kwargs).with_epoch(nbatches=steps - state.steps)

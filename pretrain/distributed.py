@@ -47,6 +47,15 @@ def gather_objects(obj: Any) -> list[Any]:
     return out
 
 
+def max_over_ranks(value: int, device: torch.device) -> int:
+    """The largest `value` of all ranks, on every rank (one tiny all-reduce)."""
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return value
+    t = torch.tensor([value], device=device)
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return int(t.item())
+
+
 def barrier() -> None:
     if dist.is_available() and dist.is_initialized():
         dist.barrier()
