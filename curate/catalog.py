@@ -8,18 +8,20 @@ crawled completely, so a re-run skips them. The API key and secret are never sto
 """
 from __future__ import annotations
 
+import collections
 import contextlib
+import json
 import sqlite3
 import threading
 import time
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any, Callable, Iterable, Iterator
 
 STATUSES = ("pending", "done", "no_face", "failed", "skipped")
 
 PHOTO_COLUMNS = ("id", "owner", "ownername", "license", "title", "tags", "dateupload", "url",
                  "width", "height", "query", "source", "status", "error", "attempts", "sha256",
-                 "updated_at")
+                 "rejected", "updated_at")
 WINDOW_COLUMNS = ("query", "filter", "min_date", "max_date", "status", "total", "children",
                   "photos", "calls", "error", "updated_at")
 # Window statuses: done (all pages committed), split (children cover it), capped (one second
@@ -44,7 +46,8 @@ CREATE TABLE IF NOT EXISTS photos (
     error TEXT,
     attempts INTEGER DEFAULT 0,
     sha256 TEXT,
-    updated_at REAL
+    updated_at REAL,
+    rejected TEXT
 );
 CREATE INDEX IF NOT EXISTS photos_status ON photos(status);
 CREATE TABLE IF NOT EXISTS windows (
@@ -83,6 +86,9 @@ class Catalog:
             # commits), and avoids an fsync per page of results.
             self._conn.execute("PRAGMA synchronous=NORMAL")
             self._conn.executescript(_SCHEMA)
+            columns = {r[1] for r in self._conn.execute("PRAGMA table_info(photos)")}
+            if "rejected" not in columns:  # a catalog written before the column existed
+                self._conn.execute("ALTER TABLE photos ADD COLUMN rejected TEXT")
 
     # -- plumbing ---------------------------------------------------------------------------
     @contextlib.contextmanager
@@ -146,17 +152,30 @@ class Catalog:
             params = (int(limit),)
         return [dict(r) for r in self._query(sql, params)]
 
-    def set_status_many(self, updates: list[tuple[str, str, str | None, str | None]]) -> None:
-        """Record outcomes (photo_id, status, error, sha256) in one transaction; counts attempts."""
+    def set_status_many(self, updates: list[tuple]) -> None:
+        """Record outcomes (photo_id, status, error, sha256[, rejected]) in one transaction;
+        counts attempts. `rejected` ({filter: faces}) is the photo's faces that curate's
+        filters dropped; stored with the status so totals never count a photo twice."""
         now = time.time()
-        for _, status, _, _ in updates:
+        rows = []
+        for pid, status, error, sha, *rest in updates:
             if status not in STATUSES:
                 raise ValueError(f"bad status {status!r}; one of {STATUSES}")
+            rejected = rest[0] if rest else None
+            rows.append((status, error, sha, now, json.dumps(dict(sorted(rejected.items()))) if rejected else None,
+                         pid))
         with self._transaction() as conn:
             conn.executemany(
                 "UPDATE photos SET status = ?, error = ?, sha256 = ?, attempts = attempts + 1, "
-                "updated_at = ? WHERE id = ?",
-                [(status, error, sha, now, pid) for pid, status, error, sha in updates])
+                "updated_at = ?, rejected = ? WHERE id = ?", rows)
+
+    def rejected_totals(self, select: Callable[[str], bool] | None = None) -> collections.Counter:
+        """Faces dropped per filter, summed over the photos (those `select` keeps)."""
+        totals: collections.Counter = collections.Counter()
+        for row in self._query("SELECT id, rejected FROM photos WHERE rejected IS NOT NULL"):
+            if select is None or select(row["id"]):
+                totals.update(json.loads(row["rejected"]))
+        return totals
 
     def get(self, photo_id: str) -> dict | None:
         rows = self._query("SELECT * FROM photos WHERE id = ?", (photo_id,))

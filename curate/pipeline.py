@@ -56,6 +56,7 @@ class RunCounts:
     """What happened in this run (the summary line and stats.json)."""
     photos: collections.Counter = field(default_factory=collections.Counter)   # by status
     rejected: collections.Counter = field(default_factory=collections.Counter)  # faces, by filter
+    rejected_recorded: collections.Counter = field(default_factory=collections.Counter)  # ... now in the catalog
     faces: int = 0
     recovered: int = 0
     bytes: int = 0
@@ -201,20 +202,28 @@ class Sink(threading.Thread):
         self.lock = threading.Lock()
         self.stop = threading.Event()  # no more input: finish what is queued, then end
 
-    def status(self, pid: str, status: str, error: str | None, sha: str | None) -> None:
-        self.statuses.append((pid, status, error, sha))
+    def status(self, pid: str, status: str, error: str | None, sha: str | None,
+               rejected: dict | None = None) -> None:
+        self.statuses.append((pid, status, error, sha, rejected))
         self.counts.photos[status] += 1
         if len(self.statuses) >= STATUS_FLUSH:
             self.flush()
 
+    def _record(self, updates: list[tuple]) -> None:
+        """Catalog write; the per-filter counts go with the statuses, so stats.json's totals
+        (catalog at start + what was recorded since) never count a re-processed photo twice."""
+        self.catalog.set_status_many(updates)
+        for *_, rejected in updates:
+            self.counts.rejected_recorded.update(rejected or {})
+
     def flush(self) -> None:
         if self.statuses:
-            self.catalog.set_status_many(self.statuses)
+            self._record(self.statuses)
             self.statuses = []
 
-    def on_commit(self, groups: list[tuple[str, str | None]]) -> None:
+    def on_commit(self, groups: list[tuple[str, str | None, dict]]) -> None:
         self.flush()
-        self.catalog.set_status_many([(pid, "done", None, sha) for pid, sha in groups])
+        self._record([(pid, "done", None, sha, rejected) for pid, sha, rejected in groups])
 
     def photo(self, fetched: Fetched, outcome) -> None:
         """Write one photo's samples, or record why it has none; `outcome` is (samples, rejected),
@@ -232,11 +241,12 @@ class Sink(threading.Thread):
             return
         self.counts.rejected.update(rejected)
         if samples:
-            self.writer.write_group(samples, meta=(pid, fetched.sha256))
+            self.writer.write_group(samples, meta=(pid, fetched.sha256, dict(rejected)))
             self.counts.faces += len(samples)
             self.counts.photos["done"] += 1
         else:
-            self.status(pid, "no_face", "no face passed the detector and filters", fetched.sha256)
+            self.status(pid, "no_face", "no face passed the detector and filters", fetched.sha256,
+                        dict(rejected))
 
     def run(self) -> None:
         try:
@@ -355,15 +365,15 @@ def run_curate(cfg: CurateConfig, progress: bool = True) -> RunCounts:
         fetch_cfg = dataclasses.replace(fetch_cfg, draft=cfg.align.crop_size)
     counts = RunCounts()
     stats_path = out / f"stats{suffix}.json"
-    previous = json.loads(stats_path.read_text()) if stats_path.exists() else {}
-
     with Catalog(catalog_path) as catalog:
+        recorded_before: collections.Counter = collections.Counter()  # set once the writer is up
+
         def stats() -> dict:
-            totals = collections.Counter(previous.get("rejected_total", {}))
-            totals.update(counts.rejected)
+            totals = recorded_before + counts.rejected_recorded
             return {"catalog": str(catalog_path), "part": part_text, "detector": detector_name,
-                    "crop_size": cfg.align.crop_size, "faces_total": previous.get("faces_total", 0) + counts.faces,
-                    "rejected_total": dict(totals), "photos_by_status": catalog.counts_by("status"),
+                    "crop_size": cfg.align.crop_size,
+                    "faces_total": sum(int(e.get("nsamples") or 0) for e in writer.shardlist),
+                    "rejected_total": dict(sorted(totals.items())), "photos_by_status": catalog.counts_by("status"),
                     "last_run": {"detect_s": round(counts.detect_s, 3), "detect_workers": counts.detect_workers,
                                  "detect_loop_s": round(counts.detect_loop_s, 3),
                                  "input_wait_s": round(counts.input_wait_s, 3),
@@ -375,6 +385,7 @@ def run_curate(cfg: CurateConfig, progress: bool = True) -> RunCounts:
                              maxsize=cfg.shards.maxsize, mtime=cfg.shards.mtime, stats=stats,
                              index_extra={"part": part_text} if part else None)
         counts.recovered = reconcile(writer, catalog)
+        recorded_before.update(catalog.rejected_totals(lambda pid: in_part(pid, part, cfg.part_seed)))
         if cfg.retry_failed:
             log.info("retrying %d failed photos", requeue_failed(catalog, part, cfg.part_seed))
         rows = work_rows(catalog, part, cfg.part_seed, cfg.limit)

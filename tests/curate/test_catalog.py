@@ -78,3 +78,25 @@ def test_wal_and_reader_in_another_process(tmp_path):
                              capture_output=True, text=True, check=True)
         assert out.stdout.strip() == "10"
     assert sqlite3.connect(path).execute("SELECT COUNT(*) FROM photos").fetchone()[0] == 10
+
+
+def test_rejections_stored_with_status_and_old_catalogs_upgrade(tmp_path):
+    path = tmp_path / "old.sqlite"
+    conn = sqlite3.connect(path)  # a catalog written before the `rejected` column existed
+    conn.execute("CREATE TABLE photos (id TEXT PRIMARY KEY, owner TEXT, ownername TEXT, license INTEGER, "
+                 "title TEXT, tags TEXT, dateupload INTEGER, url TEXT, width INTEGER, height INTEGER, "
+                 "query TEXT, source TEXT DEFAULT 'flickr', status TEXT DEFAULT 'pending', error TEXT, "
+                 "attempts INTEGER DEFAULT 0, sha256 TEXT, updated_at REAL)")
+    conn.execute("INSERT INTO photos (id, url, status) VALUES ('old', 'http://x/old.jpg', 'done')")
+    conn.commit()
+    conn.close()
+    with Catalog(path) as cat:
+        assert cat.get("old")["rejected"] is None and cat.get("old")["status"] == "done"
+        cat.add_photos([_row(i) for i in range(3)])
+        cat.set_status_many([("00000", "done", None, "s0", {"max_faces": 4, "small": 1}),
+                             ("00001", "no_face", "none passed", "s1", {"small": 2}),
+                             ("00002", "failed", "HTTP 404", None)])
+        assert cat.rejected_totals() == {"max_faces": 4, "small": 3}
+        assert cat.rejected_totals(lambda pid: pid != "00000") == {"small": 2}
+        cat.set_status_many([("00001", "pending", None, None)])  # re-queued: its old counts go
+        assert cat.rejected_totals() == {"max_faces": 4, "small": 1}

@@ -467,3 +467,42 @@ def test_a_detector_error_stops_the_run_and_loses_nothing(shared_data, tmp_path,
     keys = _keys(tmp_path / "out")
     assert len(keys) == len(set(keys)) == 8
     assert set(_statuses(tmp_path / "out" / "sources.sqlite").values()) == {"done"}
+
+
+def test_rejection_counts_survive_a_crash_exactly(shared_data, tmp_path, monkeypatch):
+    """Per-filter rejection totals are stored with each photo's status, so a run that dies with
+    processed photos in its open shard, then re-runs them, counts each photo's rejects once."""
+    from curate.detect import MTCNNDetector
+
+    src = tmp_path / "src"
+    src.mkdir()
+    for name in ("a1.jpg", "a2.jpg", "a3.jpg"):  # three photos of 6 faces each; max_faces keeps 2
+        (src / name).symlink_to(shared_data / "photos" / "t1.jpg")
+    for p in sorted((shared_data / "yalefaces").glob("*.gif"))[:5]:
+        (src / p.name).symlink_to(p)
+    cfg = _cfg(tmp_path / "out", from_dir=str(src))
+    cfg.detect.batch_size, cfg.detect.min_face_px, cfg.detect.workers = 2, 60, 2  # errors reach the sink
+    cfg.download.dedupe = False
+    cfg.filter.max_faces = 2
+    cfg.shards.maxcount = 3  # a1 | a2 | a3 + one Yale face ...: the crash drops a3's open shard
+    real, calls = MTCNNDetector.detect, [0]
+
+    def flaky(self, images):
+        calls[0] += 1
+        if calls[0] == 3:
+            raise RuntimeError("detector died (simulated)")
+        return real(self, images)
+
+    monkeypatch.setattr(MTCNNDetector, "detect", flaky)
+    with pytest.raises(RuntimeError, match="detector died"):
+        run_curate(cfg, progress=False)
+    statuses = _statuses(tmp_path / "out" / "sources.sqlite")
+    assert statuses["a1.jpg"] == statuses["a2.jpg"] == "done" and statuses["a3.jpg"] == "pending"
+    monkeypatch.setattr(MTCNNDetector, "detect", real)
+    run_curate(cfg, progress=False)
+    stats = json.loads((tmp_path / "out" / "stats.json").read_text())
+    assert stats["rejected_total"] == {"max_faces": 12}  # 4 per t1 copy, each counted once
+    assert stats["faces_total"] == stats["samples"] == len(_keys(tmp_path / "out")) == 3 * 2 + 5
+    with Catalog(tmp_path / "out" / "sources.sqlite") as cat:
+        assert json.loads(cat.get("a3.jpg")["rejected"]) == {"max_faces": 4}
+        assert cat.get("a1.jpg")["status"] == "done" and cat.rejected_totals() == {"max_faces": 12}
