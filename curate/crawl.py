@@ -20,7 +20,7 @@ from typing import Any
 
 from curate.catalog import Catalog
 from curate.crawl_rows import photo_row
-from curate.crawl_windows import Window, pages_needed, parse_date, parts_needed
+from curate.crawl_windows import Window, pages_needed, parse_date, parts_needed, uncovered
 from curate.flickr import (DEFAULT_API_URL, URL_ENV, CredentialsError, describe, is_fatal,
                            is_retryable, make_client)
 from curate.ratelimit import TokenBucket
@@ -121,6 +121,7 @@ class Crawler:
         self._catalogued = 0
         self._bar = None
         self.failed_windows: list[tuple[str, Window, str]] = []
+        self._roots: set[Window] = set()
 
     # -- API ---------------------------------------------------------------------------------
     def _client(self):
@@ -217,12 +218,12 @@ class Crawler:
                     self.catalog.set_window(query, self._filter, window.lo, window.hi, "split",
                                             total=total, children=parts, calls=1)
                     self.stats.update(windows_split=1, ideal_calls=1)
-                if self._bar is not None and self._bar.total is None:
+                if self._bar is not None and self._bar.total is None and len(self._roots) == 1:
                     self._bar.total = total
                     self._bar.refresh()
                 log.debug("%r %s: %d results > cap, split in %d", query, window, total, parts)
                 return window.split(parts)
-            if self._bar is not None and self._bar.total is None and rec is None:
+            if self._bar is not None and self._bar.total is None and rec is None and self._roots == {window}:
                 self._bar.total = total  # the first probe: the whole query's size
             pages = pages_needed(total, cfg.cap, cfg.per_page)
             seen = {str(p["id"]) for p in first["photos"].get("photo") or []}
@@ -264,8 +265,23 @@ class Crawler:
             return []
 
     # -- a whole query -------------------------------------------------------------------------
-    def crawl_query(self, query: str, root: Window) -> None:
+    def roots(self, query: str, root: Window) -> list[Window]:
+        """What to crawl of `root` for `query`: the whole range when it was crawled (or begun)
+        with these very dates — its recorded tree then resumes exactly —, else only the parts
+        no finished window of an earlier run covers (a later end date, an earlier start)."""
+        if self.catalog.get_window(query, self._filter, root.lo, root.hi) is not None:
+            return [root]
+        finished = [Window(w["min_date"], w["max_date"]) for w in self.catalog.windows(query)
+                    if w["filter"] == self._filter and w["status"] in ("done", "capped")]
+        gaps = uncovered(root, finished)
+        if finished:
+            log.info("%r: earlier runs finished part of %s; crawling %d uncovered range(s): %s", query, root,
+                     len(gaps), ", ".join(map(str, gaps[:3])) + (" ..." if len(gaps) > 3 else ""))
+        return gaps
+
+    def crawl_query(self, query: str, roots: list[Window]) -> None:
         self._bar = None
+        self._roots = set(roots)  # a probe of the only root sizes the progress bar
         if self.progress:
             from tqdm import tqdm
             self._bar = tqdm(desc=f"crawl {query!r}", unit="photo", dynamic_ncols=True,
@@ -273,7 +289,7 @@ class Crawler:
         try:
             with ThreadPoolExecutor(max_workers=max(1, self.cfg.threads),
                                     thread_name_prefix="crawl") as pool:
-                running: dict[Future, Window] = {pool.submit(self.crawl_window, query, root): root}
+                running: dict[Future, Window] = {pool.submit(self.crawl_window, query, r): r for r in roots}
                 try:
                     while running:
                         done, _ = wait(running, return_when=FIRST_COMPLETED)
@@ -304,7 +320,7 @@ class Crawler:
             if self._stop.is_set():
                 break
             log.info("crawling %r over %s", query, root)
-            self.crawl_query(query, root)
+            self.crawl_query(query, self.roots(query, root))
         self.stats["limit_reached"] = int(bool(self.cfg.limit) and self._catalogued >= self.cfg.limit)
         return self.stats
 

@@ -59,3 +59,22 @@ def parts_needed(total: int, cap: int, fill: float = 0.75) -> int:
 def pages_needed(total: int, cap: int, per_page: int) -> int:
     """Pages that reach every result of a window (at most the cap); an empty window is 1 call."""
     return max(1, math.ceil(min(total, cap) / per_page))
+
+
+def uncovered(root: Window, covered: list[Window]) -> list[Window]:
+    """The parts of `root` that no window in `covered` contains, in date order.
+
+    A re-run whose date range differs from the last one (the default end date is "today")
+    crawls only these gaps — tomorrow's re-run costs a call or two, not the whole range again."""
+    gaps, start = [], root.lo
+    for w in sorted(covered):
+        if w.hi < start or w.lo > root.hi:
+            continue
+        if w.lo > start:
+            gaps.append(Window(start, w.lo - 1))
+        start = max(start, w.hi + 1)
+        if start > root.hi:
+            break
+    if start <= root.hi:
+        gaps.append(Window(start, root.hi))
+    return gaps

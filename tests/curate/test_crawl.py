@@ -24,6 +24,7 @@ from PIL import Image
 
 from curate.catalog import Catalog
 from curate.crawl import CrawlConfig, RetryConfig, crawl
+from curate.crawl_windows import parse_date
 from curate.flickr import CredentialsError
 from tools.flickr_sandbox import FlickrSandbox, SandboxConfig
 
@@ -138,6 +139,24 @@ def test_rerun_skips_finished_windows(big, clean_big):
     assert stats["photos_new"] == 0 and stats["windows_skipped"] > 0
     assert big.api_calls == 0  # split and finished windows are all recorded
     assert _rows(catalog) == before
+
+
+def test_a_later_end_date_crawls_only_the_new_days(big, clean_big, tmp_path):
+    """The default end date is today, so the next run asks for a longer range: only the part no
+    finished window covers is crawled, and the catalog equals one crawl of the whole range."""
+    catalog = tmp_path / "incremental.sqlite"
+    crawl(_cfg(big, catalog, max_date="2021-12-31"), progress=False)
+    with Catalog(catalog) as cat:
+        before = {w["min_date"] for w in cat.windows("faces")}
+    big.reset_counts()
+    stats = crawl(_cfg(big, catalog), progress=False)  # ... to 2024-12-31
+    assert _rows(catalog) == _rows(clean_big[0])
+    tail = [p for p in big.matching(text="faces") if p.dateupload > parse_date("2021-12-31") + 86399]
+    assert 0 < stats["photos_new"] == len(tail) < 4000 and stats["duplicates"] == 0
+    assert big.api_calls == math.ceil(len(tail) / 500) < clean_big[2] / 3  # the gap's pages only
+    with Catalog(catalog) as cat:
+        added = [w for w in cat.windows("faces") if w["min_date"] not in before]
+    assert [(w["min_date"], w["status"]) for w in added] == [(parse_date("2022-01-01"), "done")]
 
 
 def test_twenty_percent_faults_give_the_same_catalog(big, clean_big, tmp_path):

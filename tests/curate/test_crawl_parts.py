@@ -10,7 +10,7 @@ import requests
 from flickrapi.exceptions import FlickrError
 
 from curate.crawl_rows import choose_url, opted_out, photo_row
-from curate.crawl_windows import Window, pages_needed, parse_date, parts_needed
+from curate.crawl_windows import Window, pages_needed, parse_date, parts_needed, uncovered
 from curate.flickr import CredentialsError, credentials, describe, is_fatal, is_retryable
 from curate.ratelimit import TokenBucket
 from curate.retry import RetriesExhausted, backoff_delays, retry_call
@@ -24,6 +24,19 @@ def test_window_split_covers_exactly(parts):
     assert all(a.hi + 1 == b.lo for a, b in zip(kids, kids[1:]))  # no gap, no overlap
     assert sum(k.span for k in kids) == w.span
     assert Window(5, 6).split(10) == [Window(5, 5), Window(6, 6)]
+
+
+def test_uncovered_is_the_exact_complement():
+    root = Window(0, 99)
+    rng = random.Random(7)
+    for _ in range(200):
+        covered = [Window(lo, lo + rng.randint(0, 30)) for lo in (rng.randint(-20, 110) for _ in range(rng.randint(0, 6)))]
+        gaps = uncovered(root, covered)
+        seconds = {t for g in gaps for t in range(g.lo, g.hi + 1)}
+        expect = {t for t in range(100) if not any(w.lo <= t <= w.hi for w in covered)}
+        assert seconds == expect
+        assert all(a.hi + 1 < b.lo for a, b in zip(gaps, gaps[1:]))  # sorted, maximal, disjoint
+    assert uncovered(root, []) == [root] and uncovered(root, [Window(-5, 200)]) == []
 
 
 def test_parts_and_pages():
