@@ -101,12 +101,13 @@ def train(cfg: PretrainConfig, resume: bool = False) -> dict:
     """Pretrain; returns the run's summary counts (also printed by the CLI)."""
     dist_info = D.init_distributed(cfg.device)
     try:
-        return _train(cfg, resume, dist_info)
+        with GracefulStop() as stopper:
+            return _train(cfg, resume, dist_info, stopper)
     finally:
         D.cleanup()
 
 
-def _train(cfg: PretrainConfig, resume: bool, di: D.DistInfo) -> dict:
+def _train(cfg: PretrainConfig, resume: bool, di: D.DistInfo, stopper: GracefulStop) -> dict:
     if not cfg.shards:
         raise ValueError("no shards given: --shards DIR (or set shards: in the config)")
     out = Path(cfg.out)
@@ -236,87 +237,86 @@ def _train(cfg: PretrainConfig, resume: bool, di: D.DistInfo) -> dict:
     aug_gen = torch.Generator(device=device)
 
     stopped: str | None = None
-    with GracefulStop() as stopper:
-        while step < stop_step and epoch < cfg.optim.epochs:
-            if cfg.swav.queue_length > 0 and epoch >= cfg.swav.epoch_queue_starts and queue is None:
-                queue = make_queue(cfg.swav.queue_length, len(assign), cfg.model.feat_dim, global_batch,
-                                   di.world_size, device)
-            steps_this_epoch = min(steps_per_epoch, stream.steps + (stop_step - step))
-            loader = make_loader(urls, cfg.crops, cfg.data, cfg.data.batch_size, cfg.seed, epoch,
-                                 steps_this_epoch, di.rank, di.world_size, keys, stream, pin_memory=cuda)
-            t_wait = time.perf_counter()
-            for batch in _unless_stopping(loader, stopper):
-                wait_window += time.perf_counter() - t_wait
-                lr = lr_at(step, total_steps, warmup_steps, base_lr, final_lr,
-                           scaled_lr(cfg.optim.start_warmup, global_batch, cfg.optim.reference_batch))
-                for group in optimizer.param_groups:
-                    group["lr"] = lr
-                normalize_prototypes(core)
-                if cfg.data.augment_on_device:
-                    cut = cut_crops(batch["images"].to(device, non_blocking=True),
-                                    batch["boxes"].to(device, non_blocking=True), plan)
-                    crops = augment_batch(cut, cfg.crops, aug_gen.manual_seed(batch["seed"]))
-                else:
-                    crops = [c.to(device, non_blocking=True) for c in batch["crops"]]
-                with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=amp):
-                    z, scores = model(crops)
-                loss, use_queue, stats = swav_loss(
-                    z, scores, cfg.data.batch_size, n_crops, core.prototypes.weight, assign,
-                    cfg.swav.temperature, cfg.swav.epsilon, cfg.swav.sinkhorn_iterations, queue, use_queue)
-                if not math.isfinite(stats.loss):
-                    raise FloatingPointError(f"loss is {stats.loss} at step {step}: lower optim.base_lr")
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                if step < cfg.swav.freeze_prototypes_niters:
-                    drop_prototype_grads(core)
-                optimizer.step()
-                step += 1
-                stream.update(batch)
-                bad_total += batch["bad"]
-                images += global_batch
-                n_window += 1
-                last_loss = stats.loss
-                message = watch.update(step, stats)
-                if message and di.main:
-                    log.warning(message)
-                if di.main and (step % cfg.log_every == 0 or step == stop_step):
-                    elapsed = time.perf_counter() - t_window
-                    row = {"step": step, "epoch": epoch, "loss": round(stats.loss, 5), "lr": lr,
-                           "images_per_s": round(n_window * global_batch / max(elapsed, 1e-9), 2),
-                           "data_wait": round(wait_window / max(elapsed, 1e-9), 4),
-                           "entropy": round(stats.entropy, 5), "prototypes_used": stats.prototypes_used,
-                           "max_share": round(stats.max_share, 4), "bad_samples": bad_total}
-                    csv_writer.writerow(row)
-                    csv_fh.flush()
-                    if writer:
-                        for k, v in row.items():
-                            if k not in ("step", "epoch"):
-                                writer.add_scalar(f"pretrain/{k}", v, step)
-                    bar.set_postfix(loss=f"{stats.loss:.3f}", ent=f"{stats.entropy:.2f}",
-                                    protos=stats.prototypes_used, ips=row["images_per_s"])
-                    t_window, wait_window, n_window = time.perf_counter(), 0.0, 0
-                if bar is not None:
-                    bar.update(1)
-                if step % cfg.checkpoint_every == 0 and step < stop_step:
-                    checkpoint()
-                signum = D.max_over_ranks(stopper.signum, device)  # every rank stops at the same step
-                if signum and step < stop_step:
-                    stopped = signal.Signals(signum).name
-                    break
-                t_wait = time.perf_counter()
-            if stopper.received and not stopped and step < stop_step:  # its workers got the signal first
-                stopped = stopper.received
-            if stopped:
-                if step % cfg.checkpoint_every or step == stop_step:  # not just written
-                    checkpoint()
-                if di.main:
-                    log.warning("%s: stopped at step %d with a checkpoint in %s; the same command with "
-                                "--resume continues exactly", stopped, step, ckpt_path)
+    while step < stop_step and epoch < cfg.optim.epochs:
+        if cfg.swav.queue_length > 0 and epoch >= cfg.swav.epoch_queue_starts and queue is None:
+            queue = make_queue(cfg.swav.queue_length, len(assign), cfg.model.feat_dim, global_batch,
+                               di.world_size, device)
+        steps_this_epoch = min(steps_per_epoch, stream.steps + (stop_step - step))
+        loader = make_loader(urls, cfg.crops, cfg.data, cfg.data.batch_size, cfg.seed, epoch,
+                             steps_this_epoch, di.rank, di.world_size, keys, stream, pin_memory=cuda)
+        t_wait = time.perf_counter()
+        for batch in _unless_stopping(loader, stopper):
+            wait_window += time.perf_counter() - t_wait
+            lr = lr_at(step, total_steps, warmup_steps, base_lr, final_lr,
+                       scaled_lr(cfg.optim.start_warmup, global_batch, cfg.optim.reference_batch))
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            normalize_prototypes(core)
+            if cfg.data.augment_on_device:
+                cut = cut_crops(batch["images"].to(device, non_blocking=True),
+                                batch["boxes"].to(device, non_blocking=True), plan)
+                crops = augment_batch(cut, cfg.crops, aug_gen.manual_seed(batch["seed"]))
+            else:
+                crops = [c.to(device, non_blocking=True) for c in batch["crops"]]
+            with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=amp):
+                z, scores = model(crops)
+            loss, use_queue, stats = swav_loss(
+                z, scores, cfg.data.batch_size, n_crops, core.prototypes.weight, assign,
+                cfg.swav.temperature, cfg.swav.epsilon, cfg.swav.sinkhorn_iterations, queue, use_queue)
+            if not math.isfinite(stats.loss):
+                raise FloatingPointError(f"loss is {stats.loss} at step {step}: lower optim.base_lr")
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if step < cfg.swav.freeze_prototypes_niters:
+                drop_prototype_grads(core)
+            optimizer.step()
+            step += 1
+            stream.update(batch)
+            bad_total += batch["bad"]
+            images += global_batch
+            n_window += 1
+            last_loss = stats.loss
+            message = watch.update(step, stats)
+            if message and di.main:
+                log.warning(message)
+            if di.main and (step % cfg.log_every == 0 or step == stop_step):
+                elapsed = time.perf_counter() - t_window
+                row = {"step": step, "epoch": epoch, "loss": round(stats.loss, 5), "lr": lr,
+                       "images_per_s": round(n_window * global_batch / max(elapsed, 1e-9), 2),
+                       "data_wait": round(wait_window / max(elapsed, 1e-9), 4),
+                       "entropy": round(stats.entropy, 5), "prototypes_used": stats.prototypes_used,
+                       "max_share": round(stats.max_share, 4), "bad_samples": bad_total}
+                csv_writer.writerow(row)
+                csv_fh.flush()
+                if writer:
+                    for k, v in row.items():
+                        if k not in ("step", "epoch"):
+                            writer.add_scalar(f"pretrain/{k}", v, step)
+                bar.set_postfix(loss=f"{stats.loss:.3f}", ent=f"{stats.entropy:.2f}",
+                                protos=stats.prototypes_used, ips=row["images_per_s"])
+                t_window, wait_window, n_window = time.perf_counter(), 0.0, 0
+            if bar is not None:
+                bar.update(1)
+            if step % cfg.checkpoint_every == 0 and step < stop_step:
+                checkpoint()
+            signum = D.max_over_ranks(stopper.signum, device)  # every rank stops at the same step
+            if signum and step < stop_step:
+                stopped = signal.Signals(signum).name
                 break
-            if stream.steps >= steps_per_epoch:
-                epoch, stream, use_queue = epoch + 1, StreamState(num_workers=max(1, cfg.data.workers)), False
-                if step < stop_step:
-                    checkpoint()
+            t_wait = time.perf_counter()
+        if stopper.received and not stopped and step < stop_step:  # its workers got the signal first
+            stopped = stopper.received
+        if stopped:
+            if step % cfg.checkpoint_every or step == stop_step:  # not just written
+                checkpoint()
+            if di.main:
+                log.warning("%s: stopped at step %d with a checkpoint in %s; the same command with "
+                            "--resume continues exactly", stopped, step, ckpt_path)
+            break
+        if stream.steps >= steps_per_epoch:
+            epoch, stream, use_queue = epoch + 1, StreamState(num_workers=max(1, cfg.data.workers)), False
+            if step < stop_step:
+                checkpoint()
     if not stopped:
         checkpoint(final=True)
     if bar is not None:
