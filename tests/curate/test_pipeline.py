@@ -438,6 +438,22 @@ def test_detector_workers_give_identical_shards(shared_data, tmp_path):
     assert 0 < stats_three["last_run"]["detector_busy"] <= 1 and stats_three["last_run"]["detect_s"] > 0
 
 
+def _detector_failing_at_call(monkeypatch, n: int, message: str):
+    """Make MTCNN's n-th `detect` call raise (a dying detector); returns the real method."""
+    from curate.detect import MTCNNDetector
+
+    real, calls = MTCNNDetector.detect, [0]
+
+    def flaky(self, images):
+        calls[0] += 1
+        if calls[0] == n:
+            raise RuntimeError(message)
+        return real(self, images)
+
+    monkeypatch.setattr(MTCNNDetector, "detect", flaky)
+    return real
+
+
 def test_a_detector_error_stops_the_run_and_loses_nothing(shared_data, tmp_path, monkeypatch):
     """A detector failure (CUDA out of memory, a broken model) is not one photo's problem: the run
     stops, nothing is marked failed, and the same command then finishes every photo once."""
@@ -450,15 +466,7 @@ def test_a_detector_error_stops_the_run_and_loses_nothing(shared_data, tmp_path,
     cfg = _cfg(tmp_path / "out", from_dir=str(src))
     cfg.detect.batch_size, cfg.detect.min_face_px, cfg.detect.workers = 2, 60, 2
     cfg.download.dedupe = False
-    real, calls = MTCNNDetector.detect, [0]
-
-    def flaky(self, images):
-        calls[0] += 1
-        if calls[0] == 3:
-            raise RuntimeError("CUDA out of memory (simulated)")
-        return real(self, images)
-
-    monkeypatch.setattr(MTCNNDetector, "detect", flaky)
+    real = _detector_failing_at_call(monkeypatch, 3, "CUDA out of memory (simulated)")
     with pytest.raises(RuntimeError, match="writer thread failed: RuntimeError: CUDA out of memory"):
         run_curate(cfg, progress=False)
     assert "failed" not in _statuses(tmp_path / "out" / "sources.sqlite").values()
@@ -485,15 +493,7 @@ def test_rejection_counts_survive_a_crash_exactly(shared_data, tmp_path, monkeyp
     cfg.download.dedupe = False
     cfg.filter.max_faces = 2
     cfg.shards.maxcount = 3  # a1 | a2 | a3 + one Yale face ...: the crash drops a3's open shard
-    real, calls = MTCNNDetector.detect, [0]
-
-    def flaky(self, images):
-        calls[0] += 1
-        if calls[0] == 3:
-            raise RuntimeError("detector died (simulated)")
-        return real(self, images)
-
-    monkeypatch.setattr(MTCNNDetector, "detect", flaky)
+    real = _detector_failing_at_call(monkeypatch, 3, "detector died (simulated)")
     with pytest.raises(RuntimeError, match="detector died"):
         run_curate(cfg, progress=False)
     statuses = _statuses(tmp_path / "out" / "sources.sqlite")
