@@ -10,7 +10,8 @@
 - CUDA: bf16 autocast, channels_last. Under torchrun the grid (grid.py) gives each rank whole
   runs, so a run is single-device and needs no gradient synchronisation.
 - A run checkpoints every `ckpt_every` steps (model, optimiser, schedule, step, RNG) and
-  resumes from it when re-run.
+  resumes from it when re-run; a stop signal under `facesift finetune` (SIGTERM, SIGUSR1,
+  Ctrl-C: `tools.stopping`) checkpoints the current step and ends the grid with `StopRequested`.
 """
 from __future__ import annotations
 
@@ -32,6 +33,7 @@ from finetune.config import TrainConfig
 from finetune.datasets import RecordDataset
 from finetune.heads import TaskModel
 from pretrain.backbone import build_resnet, load_backbone
+from tools.stopping import StopRequested, ignore_in_worker, requested
 
 log = logging.getLogger(__name__)
 _SYNC_EVERY = 20   # steps between reading losses back from the device
@@ -94,7 +96,8 @@ def _loader(records, transform, batch_size: int, workers: int, seed: int, train:
     gen.manual_seed(seed)
     return DataLoader(RecordDataset(records, transform), batch_size=min(batch_size, len(records)),
                       shuffle=train, drop_last=train, num_workers=workers, generator=gen,
-                      pin_memory=torch.cuda.is_available(), persistent_workers=False)
+                      pin_memory=torch.cuda.is_available(), persistent_workers=False,
+                      worker_init_fn=ignore_in_worker if workers else None)
 
 
 def _cycle(loader: DataLoader) -> Iterator:
@@ -179,8 +182,9 @@ def train(model: TaskModel, task, records: list[dict], hp: HParams, cfg: TrainCo
         sched.step()
         pending.append(loss.detach())
         last = step + 1 == hp.steps
-        save = ckpt and cfg.ckpt_every and ((step + 1) % cfg.ckpt_every == 0 or last)
-        if save or last or len(pending) >= _SYNC_EVERY:   # host sync only now and then (GPU)
+        stop = None if last else requested()  # SIGTERM / Ctrl-C: checkpoint this step, then stop
+        save = ckpt and cfg.ckpt_every and ((step + 1) % cfg.ckpt_every == 0 or last or stop)
+        if save or last or stop or len(pending) >= _SYNC_EVERY:   # host sync only now and then (GPU)
             values = torch.stack(pending).float().cpu().tolist()
             pending.clear()
             bad = next((i for i, v in enumerate(values) if not math.isfinite(v)), None)
@@ -197,6 +201,10 @@ def train(model: TaskModel, task, records: list[dict], hp: HParams, cfg: TrainCo
             with atomic_write(ckpt, "wb") as fh:
                 torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "sched": sched.state_dict(),
                             "step": step + 1, "losses": losses}, fh)
+        if stop:
+            if bar:
+                bar.close()
+            raise StopRequested(stop)
     if bar:
         bar.close()
     return losses

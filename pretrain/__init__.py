@@ -6,7 +6,6 @@
 - data.py         webdataset streaming: resampled/split shards, equal batches per rank, exact resume, bad-sample counts
 - optim.py        LARS, warm-up + cosine schedule, param groups (BN/bias optionally excluded)
 - distributed.py  process group from torchrun's environment (gloo on CPU, nccl on CUDA)
-- stopping.py     SIGTERM/SIGUSR1/Ctrl-C → stop at a step boundary with a checkpoint (pre-emption)
 - config.py       `PretrainConfig` dataclass tree (presets in configs/*.yaml)
 - train.py        the loop: AMP, channels_last, DDP, checkpoints/resume, CSV + TensorBoard; `python -m pretrain.train`
 """

@@ -34,8 +34,8 @@ from torch.utils.data import IterableDataset, get_worker_info
 from pretrain.config import CropConfig, DataConfig
 from pretrain.multicrop import (augment_batch, collate_crops, collate_images, crop_plan, geometric_crops,
                                 image_and_boxes)
-from pretrain.stopping import ignore_in_worker
 from shards.index import index_location, read_index, shard_urls
+from tools.stopping import ignore_in_worker
 
 log = logging.getLogger(__name__)
 IMAGE_KEYS = ("jpg", "jpeg", "png", "webp")

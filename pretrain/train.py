@@ -33,12 +33,12 @@ from pretrain.config import PretrainConfig, add_args
 from pretrain.data import StreamState, count_samples, make_loader, read_keys
 from pretrain.multicrop import augment_batch, crop_plan, cut_crops
 from pretrain.optim import LARS, lr_at, param_groups, scaled_lr
-from pretrain.stopping import GracefulStop, stop_code
 from pretrain.swav import (CollapseWatch, SwAVModel, drop_prototype_grads, make_queue,
                            normalize_prototypes, swav_loss)
 from shards.index import shard_urls
 from tools.atomic import atomic_write, atomic_write_text, remove_stale_temps
 from tools.config import resolve, save_config, to_dict
+from tools.stopping import GracefulStop, stop_code
 
 log = logging.getLogger("facesift.pretrain")
 CSV_FIELDS = ["step", "epoch", "loss", "lr", "images_per_s", "data_wait", "entropy",

@@ -171,3 +171,41 @@ def test_diverging_run_is_counted_failed_not_written(tmp_path, tiny_landmarks, m
     cfg = tiny_cfg(tmp_path, task="landmarks", data=str(tiny_landmarks), fractions=[1.0])
     assert grid.run_grid(cfg) == {"done": 0, "skipped": 0, "failed": 1, "total": 1}
     assert not list((tmp_path / "ft" / "results").glob("*.json"))
+
+
+def test_a_stop_signal_checkpoints_the_step_and_the_cli_exits_143(tmp_path, tiny_landmarks, capsys, monkeypatch):
+    """SIGTERM mid-run (a scheduler's notice): the run checkpoints the step it finished, the grid
+    stops, `facesift finetune` exits 143; the same command then resumes that run from its step."""
+    import signal
+
+    import torch
+
+    from finetune.tasks import LandmarkTask
+    from tools.cli import main
+
+    out = tmp_path / "cli"
+    args = ["finetune", "--task", "landmarks", "--data", str(tiny_landmarks), "--inits", "scratch",
+            "--fractions", "1", "--seeds", "1", "--image-size", "32", "--out", str(out),
+            "--set", "search.steps=[6]", "--set", "train.batch_size=8", "--set", "train.workers=0",
+            "--set", "train.ckpt_every=100"]  # only the stop and the end write a checkpoint
+    real, calls = LandmarkTask.loss, [0]
+
+    def loss_then_sigterm(self, *a):
+        calls[0] += 1
+        if calls[0] == 3:
+            signal.raise_signal(signal.SIGTERM)
+        return real(self, *a)
+
+    monkeypatch.setattr(LandmarkTask, "loss", loss_then_sigterm)
+    assert main(args) == 143
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # handlers restored
+    (ckpt,) = (out / "runs").rglob("last.pt")
+    assert torch.load(ckpt, weights_only=False)["step"] == 3
+    assert not list((out / "results").glob("*.json"))
+    monkeypatch.setattr(LandmarkTask, "loss", real)
+    capsys.readouterr()
+    assert main(args) == 0
+    printed = capsys.readouterr()
+    assert "finetune: done=1" in printed.out and "at step 3/6" in printed.err  # resumed, not restarted
+    (result,) = (out / "results").glob("*.json")
+    assert json.loads(result.read_text())["fraction"] == 1.0

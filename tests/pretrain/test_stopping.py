@@ -14,8 +14,8 @@ import pytest
 import torch
 import yaml
 
-from pretrain import stopping
-from pretrain.stopping import GracefulStop, stop_code
+from tools import stopping
+from tools.stopping import GracefulStop, stop_code
 from tests.pretrain.test_train import tiny
 from tools.config import to_dict
 

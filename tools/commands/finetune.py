@@ -58,10 +58,15 @@ def run(args: argparse.Namespace) -> int:
         log.error("%s", exc)
         return 2
     save_config(cfg, Path(cfg.out) / "config.yaml")
+    from tools.stopping import GracefulStop, StopRequested, stop_code
     try:
-        counts = run_grid(cfg)
+        with GracefulStop():
+            counts = run_grid(cfg)
     except (ValueError, FileNotFoundError) as exc:
         log.error("%s", exc)
         return 2
+    except StopRequested as stop:
+        log.warning("%s: the current run is checkpointed; the same command continues the grid", stop)
+        return stop_code(stop.signal_name)
     summary("finetune", **counts, results=str(Path(cfg.out) / "results"))
     return 1 if counts["failed"] else 0

@@ -44,14 +44,14 @@ def run(args: argparse.Namespace) -> int:
         cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone",
                f"--nproc_per_node={args.nproc}", "-m", "pretrain.train", *_forwarded(args)]
         log.info("launching %d processes: %s", args.nproc, " ".join(cmd))
-        from pretrain.stopping import install_forwarding
+        from tools.stopping import install_forwarding
         child = subprocess.Popen(cmd)
         restore = install_forwarding(child.pid)  # a scheduler's SIGTERM reaches torchrun, which tells the workers
         try:
             return child.wait()
         finally:
             restore()
-    from pretrain.stopping import stop_code
+    from tools.stopping import stop_code
     from pretrain.train import config_from_args, train
     from tools.logsetup import summary
     result = train(config_from_args(args), resume=args.resume)

@@ -1,11 +1,13 @@
-"""Stop a training run cleanly on a scheduler's notice or Ctrl-C, at a step boundary, with a checkpoint.
+"""Stop a long run cleanly on a scheduler's notice or Ctrl-C, at a step boundary, with a checkpoint.
 
 Clusters pre-empt: SLURM sends SIGTERM (or, with `--signal`, SIGUSR1) some seconds before it
 kills a job, Kubernetes sends SIGTERM, torchrun forwards SIGTERM/SIGINT to its workers and
 SIGKILLs them 30 s later. A run that only checkpoints every N steps loses up to N steps each
 time. `GracefulStop` turns the first such signal into a request that the training loop honours
 after the current step — checkpoint, then exit with 128 + the signal number, so the scheduler
-sees an unfinished job and `--resume` continues exactly.
+sees an unfinished job and a re-run (`--resume`) continues. `facesift pretrain` polls the
+stopper it owns; code deeper down (a fine-tuning run inside a grid) asks `requested()` and
+raises `StopRequested`, which the command turns into the exit status.
 
 The same signal often arrives twice at once (the terminal's Ctrl-C reaches the whole process
 group and torchrun repeats it to its workers), so repeats within `REPEAT_WINDOW_S` are one
@@ -20,11 +22,27 @@ import time
 from types import FrameType
 from typing import Any, Callable
 
-log = logging.getLogger("facesift.pretrain")
+log = logging.getLogger(__name__)
 
 STOP_SIGNALS = ("SIGTERM", "SIGUSR1", "SIGINT")
 WORKER_IGNORED = STOP_SIGNALS  # loader workers: the main process decides when they stop
 REPEAT_WINDOW_S = 2.0
+
+
+_ACTIVE: list["GracefulStop"] = []
+
+
+def requested() -> str | None:
+    """The stop signal the innermost active `GracefulStop` received, else None."""
+    return _ACTIVE[-1].received if _ACTIVE else None
+
+
+class StopRequested(Exception):
+    """Raised by a loop that honoured a stop request, after its checkpoint."""
+
+    def __init__(self, signal_name: str):
+        super().__init__(f"stopped by {signal_name}")
+        self.signal_name = signal_name
 
 
 class GracefulStop:
@@ -41,10 +59,13 @@ class GracefulStop:
         if threading.current_thread() is threading.main_thread():  # signal handlers live there only
             for sig in self.signals:
                 self._previous[sig] = signal.signal(sig, self._handle)
+        _ACTIVE.append(self)
         return self
 
     def __exit__(self, *exc: object) -> None:
         self._restore()
+        if self in _ACTIVE:
+            _ACTIVE.remove(self)
 
     def _restore(self) -> None:
         for sig, previous in self._previous.items():
@@ -68,7 +89,7 @@ class GracefulStop:
             signal.raise_signal(signum)
 
 
-def ignore_in_worker() -> None:
+def ignore_in_worker(_worker_id: int = 0) -> None:
     """For DataLoader worker processes. Stop signals often reach the whole process group (a
     terminal's Ctrl-C; torchrun and SLURM signal every process of a worker), and a worker that
     dies makes PyTorch raise in the main process at once, mid-step, from its SIGCHLD handler —
