@@ -100,6 +100,9 @@ def add_args(parser: argparse.ArgumentParser) -> None:
     """The command line shared by `facesift pretrain` and `python -m pretrain.train`."""
     parser.add_argument("--shards", help="shard dir, index.json, brace pattern, file:/pipe:/http URLs")
     parser.add_argument("--out", help="output dir for last.pt, backbone.pt, logs (default: ckpt)")
-    parser.add_argument("--resume", action="store_true",
-                        help="continue from OUT/last.pt (exactly where it stopped)")
+    start = parser.add_mutually_exclusive_group()
+    start.add_argument("--resume", action="store_true",
+                       help="continue from OUT/last.pt (exactly where it stopped)")
+    start.add_argument("--restart", action="store_true",
+                       help="start over although OUT/last.pt exists (it is replaced at the first checkpoint)")
     add_config_args(parser)

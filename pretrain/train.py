@@ -97,8 +97,19 @@ def _cpu_bf16() -> bool:
     return any(f" {flag}" in flags for flag in ("avx512_bf16", "amx_bf16"))
 
 
-def train(cfg: PretrainConfig, resume: bool = False) -> dict:
-    """Pretrain; returns the run's summary counts (also printed by the CLI)."""
+def train(cfg: PretrainConfig, resume: bool = False, restart: bool = False) -> dict:
+    """Pretrain; returns the run's summary counts (also printed by the CLI).
+
+    An existing OUT/last.pt is never overwritten by accident: without `resume` (continue it)
+    or `restart` (start over) that is an error, before any process group or data is touched."""
+    ckpt_path = Path(cfg.out) / "last.pt"
+    if ckpt_path.exists() and not (resume or restart):
+        try:
+            step = torch.load(ckpt_path, map_location="cpu", weights_only=False).get("step", "?")
+        except Exception as exc:  # noqa: BLE001 - only for the message
+            step = f"unreadable: {type(exc).__name__}"
+        raise FileExistsError(f"{ckpt_path} exists (step {step}): add --resume to continue that run, "
+                              "or --restart to start over and replace it")
     dist_info = D.init_distributed(cfg.device)
     try:
         with GracefulStop() as stopper:
@@ -361,7 +372,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     setup_logging(0)
     cfg = config_from_args(args)
-    result = train(cfg, resume=args.resume)
+    try:
+        result = train(cfg, resume=args.resume, restart=args.restart)
+    except (ValueError, FileNotFoundError, FileExistsError) as exc:  # the user's to fix: no traceback
+        log.error("%s", exc)
+        return 2
     import os
     if int(os.environ.get("RANK", "0")) == 0:
         summary("pretrain", **result)

@@ -118,3 +118,21 @@ def test_bf16_autocast_on_cpu(face_shards, tmp_path):
     ck = torch.load(tmp_path / "last.pt", weights_only=False)
     assert all(v.dtype != torch.bfloat16 for v in ck["model"].values())  # weights stay fp32 under autocast
     assert isinstance(bf16_native(torch.device("cpu")), bool) and bf16_native(torch.device("cuda"))
+
+
+def test_an_existing_checkpoint_needs_resume_or_restart(face_shards, tmp_path, capsys):
+    """Re-running a command without --resume must not silently start over on top of a run."""
+    cfg_file = tmp_path / "tiny.yaml"
+    cfg_file.write_text(yaml.safe_dump({"pretrain": to_dict(tiny(face_shards, tmp_path / "run", max_steps=2))}))
+    base = ["pretrain", "--shards", str(face_shards), "--out", str(tmp_path / "run"), "--config", str(cfg_file)]
+    assert cli_main(base) == 0
+    before = (tmp_path / "run" / "last.pt").read_bytes()
+    capsys.readouterr()
+    assert cli_main(base + ["--set", "max_steps=3"]) == 2
+    err = capsys.readouterr().err
+    assert "last.pt exists (step 2)" in err and "--resume" in err and "--restart" in err
+    assert (tmp_path / "run" / "last.pt").read_bytes() == before  # untouched
+    assert cli_main(base + ["--set", "max_steps=1", "--restart"]) == 0
+    assert torch.load(tmp_path / "run" / "last.pt", weights_only=False)["step"] == 1  # started over
+    with pytest.raises(SystemExit):  # one or the other
+        cli_main(base + ["--resume", "--restart"])

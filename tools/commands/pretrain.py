@@ -36,6 +36,8 @@ def _forwarded(args: argparse.Namespace) -> list[str]:
         argv += ["--set", text]
     if args.resume:
         argv.append("--resume")
+    if args.restart:
+        argv.append("--restart")
     return argv
 
 
@@ -51,10 +53,14 @@ def run(args: argparse.Namespace) -> int:
             return child.wait()
         finally:
             restore()
-    from tools.stopping import stop_code
     from pretrain.train import config_from_args, train
     from tools.logsetup import summary
-    result = train(config_from_args(args), resume=args.resume)
+    from tools.stopping import stop_code
+    try:
+        result = train(config_from_args(args), resume=args.resume, restart=args.restart)
+    except (ValueError, FileNotFoundError, FileExistsError) as exc:  # the user's to fix: no traceback
+        log.error("%s", exc)
+        return 2
     if int(os.environ.get("RANK", "0")) == 0:
         summary("pretrain", **result)
     return stop_code(result["stopped"])
