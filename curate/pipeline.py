@@ -45,6 +45,7 @@ from shards.format import make_key
 from shards.split import key_score
 from shards.writer import ShardWriter, part_prefix, part_suffix
 from tools.config import save_config
+from tools.stopping import StopRequested, requested
 
 log = logging.getLogger(__name__)
 
@@ -426,6 +427,9 @@ def run_curate(cfg: CurateConfig, progress: bool = True) -> RunCounts:
         try:
             tick = time.perf_counter()
             for batch in _batches(stream, sink, seen, cfg.detect.batch_size, cfg.download.dedupe, counts):
+                stop = requested()  # SIGTERM / Ctrl-C under the CLI: this batch stays pending
+                if stop:
+                    raise StopRequested(stop)
                 if post is not None:
                     for f in batch:
                         sink.put(("processed", (f, f.processed)))

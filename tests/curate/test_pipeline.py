@@ -383,6 +383,39 @@ def test_ctrl_c_keeps_the_finished_photos(tmp_path, monkeypatch):
     assert len(keys) == len(set(keys)) == 10
 
 
+def test_sigterm_keeps_the_finished_photos_and_exits_143(tmp_path, monkeypatch, capsys):
+    """A scheduler's SIGTERM stops `facesift curate` at the next batch like a Ctrl-C: the photos
+    already processed are in a complete shard, the rest stay pending for the next run."""
+    import signal
+
+    import curate.pipeline as pipeline
+    from tools.cli import main
+    src = tmp_path / "src"
+    src.mkdir()
+    for i in range(10):
+        Image.new("RGB", (60, 50), (20 * i, 0, 0)).save(src / f"{i}.png")
+    out = tmp_path / "out"
+    args = ["curate", "--from-dir", str(src), "--out", str(out), "--detector", "none", "--batch-size", "3",
+            "--crop-size", "32", "--no-progress"]
+    real = pipeline._batches
+
+    def signalled(*a, **kw):
+        for n, batch in enumerate(real(*a, **kw)):
+            if n == 2:
+                signal.raise_signal(signal.SIGTERM)
+            yield batch
+
+    monkeypatch.setattr(pipeline, "_batches", signalled)
+    assert main(args) == 143
+    assert "SIGTERM" in capsys.readouterr().err
+    status = _statuses(out / "sources.sqlite")
+    assert sorted(status.values()).count("done") == 6 and len(_keys(out)) == 6
+    monkeypatch.setattr(pipeline, "_batches", real)
+    assert main(args) == 0
+    keys = _keys(out)
+    assert len(keys) == len(set(keys)) == 10
+
+
 def test_measures_in_json_and_lean_mode(tmp_path):
     """Whole-image crops carry sharpness + pHash + dHash by default; filter.measures=false stores nulls."""
     import imagehash

@@ -62,11 +62,16 @@ def run(args: argparse.Namespace) -> int:
     except (ValueError, OSError) as exc:
         log.error("bad configuration: %s", exc)
         return 2
+    from tools.stopping import GracefulStop, StopRequested, stop_code
     try:
-        counts = run_curate(cfg, progress=not args.no_progress)
+        with GracefulStop():
+            counts = run_curate(cfg, progress=not args.no_progress)
     except (ValueError, FileNotFoundError, RuntimeError) as exc:
         log.error("%s", exc)
         return 2
+    except StopRequested as stop:
+        log.warning("%s: every finished photo is in a complete shard; the same command continues", stop)
+        return stop_code(stop.signal_name)
     rejected = {f"rejected_{k}": v for k, v in sorted(counts.rejected.items())}
     summary("curate", photos=sum(counts.photos.values()), done=counts.photos["done"],
             no_face=counts.photos["no_face"], failed=counts.photos["failed"],
