@@ -37,6 +37,7 @@ class DetectConfig:
     pad: str = "auto"                 # square: zero-pad to S×S so mixed sizes batch; auto = on CUDA only; none
     workers: int = 0                  # detector batches run side by side; 0 = auto (CPU: min(cores, 8); CUDA: 1)
     threads: int = 0                  # torch threads per CPU detector worker; 0 = cores // workers
+    isolate: str = "auto"             # run the detector in its own process (own GIL): auto = on CUDA; on; off
     scrfd_model: str = ""             # path to an SCRFD/RetinaFace .onnx (insightface)
     scrfd_input: int = 640            # SCRFD square input size
 

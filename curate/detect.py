@@ -201,8 +201,25 @@ class SCRFDDetector:
         return out
 
 
-def build_detector(cfg: DetectConfig) -> Detector | None:
-    """The configured backend; None for `none` (whole images, no faces)."""
+def isolated(cfg: DetectConfig) -> bool:
+    """Whether the detector runs in a process of its own (`detect_process`): by default on CUDA,
+    where the detector is bound by its Python and the pipeline's threads compete for the GIL;
+    on CPU the in-process workers are tuned to share the cores (see `parallelism`)."""
+    if cfg.isolate not in ("auto", "on", "off"):
+        raise ValueError(f"detect.isolate must be auto, on or off, not {cfg.isolate!r}")
+    if cfg.isolate == "auto":
+        return cfg.backend != "none" and resolve_device(cfg.device).startswith("cuda")
+    return cfg.isolate == "on" and cfg.backend != "none"
+
+
+def build_detector(cfg: DetectConfig, isolate: bool | None = None) -> Detector | None:
+    """The configured backend; None for `none` (whole images, no faces). With `isolate` (default:
+    `isolated(cfg)`) it runs in a child process; close it with `close_detector`."""
+    if isolate is None:
+        isolate = isolated(cfg)
+    if isolate and cfg.backend != "none":
+        from curate.detect_process import DetectorProcess
+        return DetectorProcess(cfg)
     if cfg.backend == "mtcnn":
         return MTCNNDetector(cfg)
     if cfg.backend == "scrfd":
@@ -210,3 +227,10 @@ def build_detector(cfg: DetectConfig) -> Detector | None:
     if cfg.backend == "none":
         return None
     raise ValueError(f"unknown detector {cfg.backend!r}: choose mtcnn, scrfd or none")
+
+
+def close_detector(detector: Detector | None) -> None:
+    """Release what a detector holds outside this process (a child process, shared memory)."""
+    close = getattr(detector, "close", None)
+    if close is not None:
+        close()

@@ -349,7 +349,7 @@ def run_curate(cfg: CurateConfig, progress: bool = True) -> RunCounts:
     from tqdm import tqdm
 
     from curate.catalog import Catalog
-    from curate.detect import build_detector
+    from curate.detect import build_detector, close_detector
 
     part = parse_part(cfg.part)
     part_text = f"{part[0]}/{part[1]}" if part else None
@@ -451,6 +451,9 @@ def run_curate(cfg: CurateConfig, progress: bool = True) -> RunCounts:
                 done_before = now
                 bar.set_postfix(faces=counts.faces, refresh=False)
                 tick = time.perf_counter()
+            if post is None:  # every batch is in: let the detector's process (if any) wind down meanwhile
+                detectors.shutdown(wait=True)
+                close_detector(detector)
             sink.put(None)
             sink.join()
             if sink.error is not None:
@@ -476,5 +479,6 @@ def run_curate(cfg: CurateConfig, progress: bool = True) -> RunCounts:
             stream.close()  # stop the download threads' queue (no-op once exhausted)
             detectors.shutdown(wait=False, cancel_futures=True)
             encoders.shutdown(wait=False, cancel_futures=True)
+            close_detector(detector)
             bar.close()
     return counts

@@ -312,7 +312,7 @@ def _detector_alone_here(paths: list[Path], batch: int, workers: int, threads: i
         with Image.open(path) as im:
             images.append(np.asarray(ImageOps.exif_transpose(im).convert("RGB")))
     detector = build_detector(DetectConfig(backend="mtcnn", device=device, batch_size=batch, workers=workers,
-                                           threads=threads))
+                                           threads=threads), isolate=False)  # the detector itself, in-process
     detector.detect(images[:1])                               # first call allocates; not timed (as curate's)
     batches = [images[s:s + batch] for s in range(0, len(images), batch)]
     start, cpu = time.perf_counter(), time.process_time()
@@ -350,6 +350,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--detector-alone", type=Path, help=argparse.SUPPRESS)  # internal: part 2's baseline
     parser.add_argument("--device", default="cpu", help="part 2's detector device: cpu (default) or cuda")
+    parser.add_argument("--curate-set", action="append", default=[], metavar="KEY=VALUE",
+                        help="part 2: extra `--set` for the curate pipeline (e.g. detect.isolate=off), for A/B runs")
     parser.add_argument("--detector-workers", type=int, default=0, help=argparse.SUPPRESS)
     parser.add_argument("--detector-threads", type=int, default=0, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -416,7 +418,8 @@ def main(argv: list[str] | None = None) -> int:
                     print(f"  detector alone, 1 worker x {all_cores} threads, run {r + 1}: {t_one:6.2f} s, "
                           f"cpu {cpu_one:5.1f} s", flush=True)
                 pipe = run_facesift(lists["det"], run / f"pipeline-{r}", args.threads, "mtcnn",
-                                    args.batch_size, run / f"pipeline-{r}.log", base, device=args.device)
+                                    args.batch_size, run / f"pipeline-{r}.log", base, sets=args.curate_set,
+                                    device=args.device)
                 pipes.append(pipe)
                 print(f"  curate pipeline run {r + 1}: wall {pipe.wall:6.2f} s, work {pipe.window:6.2f} s "
                       f"({pipe.tail:5.2f} s after the last download), exit {pipe.exit:5.2f} s, "
@@ -457,9 +460,17 @@ def main(argv: list[str] | None = None) -> int:
         pipe, t_det, faces_det, cpu_det, on_all = part2
         busy = json.loads((run / "pipeline-best-stats.json").read_text())["last_run"]
         workers = busy["detect_workers"]
+        from curate.config import DetectConfig
+        from curate.detect import isolated
+        opts = dict(o.split("=", 1) for o in args.curate_set)
+        own = isolated(DetectConfig(device=args.device, isolate=opts.get("detect.isolate", "auto")))
         print(f"part 2 - curate pipeline vs detector alone (mtcnn, {args.device}, batch {args.batch_size}, "
-              f"{ndet} images, best of {args.repeat_detect}; curate runs {workers} detector worker(s)"
-              + (f" x {max(1, (os.cpu_count() or 1) // max(1, workers))} torch threads)" if args.device == "cpu" else ")"))
+              f"{ndet} images, best of {args.repeat_detect}; curate runs "
+              + (f"the detector in its own process, {workers} batches in flight" if own else
+                 f"{workers} detector worker(s)")
+              + (f" x {max(1, (os.cpu_count() or 1) // max(1, workers))} torch threads" if args.device == "cpu" and not own
+                 else "")
+              + (f"; extra: {' '.join(args.curate_set)})" if args.curate_set else ")"))
         print(f"  {'run':<52}{'seconds':>9}{'img/s':>9}{'faces':>7}{'cpu s':>8}")
         print(f"  {'detector alone, pre-decoded, as curate runs it':<52}{t_det:>9.2f}{ndet / t_det:>9.2f}"
               f"{faces_det:>7}{cpu_det:>8.1f}")

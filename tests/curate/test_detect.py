@@ -114,3 +114,42 @@ def test_concurrent_detect_calls_match_serial(shared_data):
         for x, y in zip(a, b):
             np.testing.assert_allclose(x.boxes, y.boxes, atol=1e-3)
             np.testing.assert_allclose(x.landmarks, y.landmarks, atol=1e-3)
+
+
+def test_detector_in_its_own_process_matches_in_process(shared_data, monkeypatch):
+    """`detect.isolate`: the same detections through shared memory and a child process, batches
+    side by side, errors raised in the caller, a dead child failing calls instead of hanging."""
+    import concurrent.futures as cf
+
+    from curate.detect import isolated
+    from curate.detect_process import DetectorProcess
+
+    cfg = DetectConfig(device="cpu", workers=1, threads=1, min_face_px=60)
+    assert not isolated(cfg) and isolated(DetectConfig(device="cpu", isolate="on"))
+    assert not isolated(DetectConfig(backend="none", isolate="on"))
+    with pytest.raises(ValueError, match="isolate"):
+        isolated(DetectConfig(isolate="yes"))
+    images = [_rgb(p) for p in sorted((shared_data / "yalefaces").glob("*.gif"))[:8]]
+    images.append(_rgb(shared_data / "photos" / "t1.jpg"))
+    batches = [images[:3], images[3:8], images[8:]]
+    here = build_detector(cfg)
+    child = build_detector(cfg, isolate=True)
+    try:
+        assert isinstance(child, DetectorProcess) and child.name == "mtcnn" and child.workers == 2
+        with cf.ThreadPoolExecutor(child.workers) as pool:
+            there = list(pool.map(child.detect, batches))
+        for a, b in zip((here.detect(batch) for batch in batches), there):
+            for x, y in zip(a, b):
+                assert len(x) == len(y)
+                np.testing.assert_allclose(x.boxes, y.boxes, atol=1e-3)
+                np.testing.assert_allclose(x.landmarks, y.landmarks, atol=1e-3)
+        assert [len(d) for d in there[2]] == [6]
+        with pytest.raises(RuntimeError, match="detector: .*"):  # a bad batch is the caller's error
+            child.detect([np.zeros((4, 4), np.uint8)])
+        assert len(child.detect(images[:1])[0]) == 1  # and the child carries on
+        child._proc.kill()
+        child._proc.join(5)
+        with pytest.raises(RuntimeError, match="detector process ended"):
+            child.detect(images[:1])
+    finally:
+        child.close()

@@ -457,9 +457,10 @@ def test_detector_workers_give_identical_shards(shared_data, tmp_path):
         (src / p.name).symlink_to(p)
     (src / "t1.jpg").symlink_to(shared_data / "photos" / "t1.jpg")
 
-    def run(out, workers):
+    def run(out, workers, isolate="off"):
         cfg = _cfg(out, from_dir=str(src))
         cfg.detect.batch_size, cfg.detect.min_face_px, cfg.detect.workers = 2, 60, workers
+        cfg.detect.isolate = isolate
         cfg.download.dedupe = False
         run_curate(cfg, progress=False)
         return [(s["__key__"], s["jpg"].tobytes()) for s in _samples(out)], json.loads((out / "stats.json").read_text())
@@ -467,6 +468,8 @@ def test_detector_workers_give_identical_shards(shared_data, tmp_path):
     one, stats_one = run(tmp_path / "one", 1)
     three, stats_three = run(tmp_path / "three", 3)
     assert len(one) == 16 and one == three  # 10 Yale faces + 6 in t1
+    isolated, stats_isolated = run(tmp_path / "isolated", 1, isolate="on")  # the CUDA default: own process
+    assert isolated == one and stats_isolated["last_run"]["detect_workers"] == 2
     assert stats_three["last_run"]["detect_workers"] == 3 and stats_one["last_run"]["detect_workers"] == 1
     assert 0 < stats_three["last_run"]["detector_busy"] <= 1 and stats_three["last_run"]["detect_s"] > 0
 
