@@ -6,6 +6,8 @@
    in fp32, and — where the CPU runs bf16 natively, as facesift's `amp: true` then does — both
    under bf16 autocast too. Both fp32 steps are then profiled once: the share of convolutions
    (the same oneDNN kernels in both) bounds what any other change could win on this CPU.
+   `--device cuda` runs the same comparison on a GPU (fp32 there means TF32 convolutions, as
+   PyTorch's cuDNN default, for both; bf16 autocast for both), `--arch resnet50` at scale.
    lightly is installed with `--no-deps` into `.bench/lightly` (it would pull pytorch-lightning
    and friends into our venv otherwise; it never changes torch).
 2. Input pipeline, images/s with the same worker count over the same JPEGs (landmarks5 face
@@ -16,6 +18,7 @@
    training device (GPU presets); the device half's cost on this CPU is printed too.
 
     .venv/bin/python tools/bench_pretrain.py [--steps 6] [--images 512] [--workers 2]
+    python3 tools/bench_pretrain.py --device cuda --skip pipeline [--arch resnet50 --batch 64]
 
 Absolute numbers depend on the machine's load; the ratios compare runs interleaved in one process.
 """
@@ -42,6 +45,11 @@ from torch import nn  # noqa: E402
 
 
 def ensure_lightly() -> None:
+    try:  # already importable (a GPU machine that was handed the wheel: tools/gpu_wheels.sh)
+        import lightly  # noqa: F401
+        return
+    except ImportError:
+        pass
     if not (LIGHTLY_DIR / "lightly").exists():
         subprocess.check_call([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target",
                                str(LIGHTLY_DIR), "lightly==1.6.0"])
@@ -49,7 +57,7 @@ def ensure_lightly() -> None:
 
 
 # ------------------------------------------------------------------ 1. step throughput
-def bench_steps(steps: int, batch: int, k: int) -> dict:
+def bench_steps(steps: int, batch: int, k: int, device: str = "cpu", arch: str = "resnet18") -> dict:
     ensure_lightly()
     from lightly.loss import SwaVLoss
     from lightly.models.modules import SwaVProjectionHead, SwaVPrototypes
@@ -57,32 +65,34 @@ def bench_steps(steps: int, batch: int, k: int) -> dict:
     from pretrain.backbone import build_resnet
     from pretrain.train import bf16_native
 
+    dev = torch.device(device)
     sizes = [96, 96, 48, 48, 48, 48]
     g = torch.Generator().manual_seed(0)
-    views = [torch.randn(batch, 3, s, s, generator=g) for s in sizes]
+    views = [torch.randn(batch, 3, s, s, generator=g).to(dev) for s in sizes]
+    width = {"resnet18": 512, "resnet34": 512}.get(arch, 2048)
 
-    ours = SwAVModel("resnet18", hidden_mlp=512, feat_dim=128, nmb_prototypes=k).to(memory_format=torch.channels_last)
+    ours = SwAVModel(arch, hidden_mlp=width, feat_dim=128, nmb_prototypes=k).to(dev, memory_format=torch.channels_last)
     ours_views = [v.contiguous(memory_format=torch.channels_last) for v in views]
     opt_ours = torch.optim.SGD(ours.parameters(), lr=0.01, momentum=0.9)
 
     class LightlySwaV(nn.Module):  # lightly's documented SwAV example
         def __init__(self):
             super().__init__()
-            self.backbone = build_resnet("resnet18")
-            self.projection_head = SwaVProjectionHead(512, 512, 128)
+            self.backbone = build_resnet(arch)
+            self.projection_head = SwaVProjectionHead(width, width, 128)
             self.prototypes = SwaVPrototypes(128, n_prototypes=k)
 
         def forward(self, x):
             x = self.projection_head(self.backbone(x).flatten(start_dim=1))
             return self.prototypes(nn.functional.normalize(x, dim=1, p=2))
 
-    theirs = LightlySwaV()
+    theirs = LightlySwaV().to(dev)
     criterion = SwaVLoss(temperature=0.1, sinkhorn_epsilon=0.05, sinkhorn_iterations=3)
     opt_theirs = torch.optim.SGD(theirs.parameters(), lr=0.01, momentum=0.9)
 
     def step_ours(bf16: bool = False):
         normalize_prototypes(ours)
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+        with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=bf16):
             z, scores = ours(ours_views)
         loss, _, _ = swav_loss(z, scores, batch, len(views), ours.prototypes.weight)
         opt_ours.zero_grad(set_to_none=True)
@@ -91,7 +101,7 @@ def bench_steps(steps: int, batch: int, k: int) -> dict:
 
     def step_theirs(bf16: bool = False):
         theirs.prototypes.normalize()
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+        with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=bf16):
             feats = [theirs(v) for v in views]
             loss = criterion(feats[:2], feats[2:])
         opt_theirs.zero_grad(set_to_none=True)
@@ -99,19 +109,23 @@ def bench_steps(steps: int, batch: int, k: int) -> dict:
         opt_theirs.step()
 
     runs = {"facesift": step_ours, "lightly": step_theirs}
-    if bf16_native(torch.device("cpu")):  # what `amp: true` does on this CPU, for both
+    if bf16_native(dev):  # what `amp: true` does on this device, for both
         runs.update({"facesift-bf16": functools.partial(step_ours, True),
                      "lightly-bf16": functools.partial(step_theirs, True)})
     times = {name: [] for name in runs}
     for fn in runs.values():
         fn()  # warm-up (allocator, oneDNN primitives)
+    sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
     for _ in range(steps):  # interleaved so load changes hit all alike
         for name, fn in runs.items():
+            sync()
             t = time.perf_counter()
             fn()
+            sync()
             times[name].append(time.perf_counter() - t)
     result = {n: batch / statistics.median(t) for n, t in times.items()}
-    result.update({f"{n}-conv": conv_share(fn) for n, fn in runs.items() if n in ("facesift", "lightly")})
+    if dev.type == "cpu":
+        result.update({f"{n}-conv": conv_share(fn) for n, fn in runs.items() if n in ("facesift", "lightly")})
     return result
 
 
@@ -272,24 +286,28 @@ def main(argv=None) -> int:
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--size", type=int, default=256, help="JPEG side (curate writes 256)")
     ap.add_argument("--skip", choices=["steps", "pipeline"], action="append", default=[])
+    ap.add_argument("--device", default="cpu", help="[1] on this device (cuda: the GPU check's comparison)")
+    ap.add_argument("--arch", default="resnet18", help="[1] backbone (the issue's goal is stated for resnet18)")
     args = ap.parse_args(argv)
     torch.manual_seed(0)
     print(f"machine: {os.cpu_count()} CPUs, torch {torch.__version__}, threads {torch.get_num_threads()}, "
           f"load average {os.getloadavg()[0]:.1f} (shared machine: absolute numbers are noisy)")
     if "steps" not in args.skip:
-        r = bench_steps(args.steps, args.batch, args.prototypes)
-        print(f"[1] SwAV step, resnet18, batch {args.batch}, 2x96+4x48, K={args.prototypes}, SGD, CPU, fp32: "
+        r = bench_steps(args.steps, args.batch, args.prototypes, args.device, args.arch)
+        where = "CPU" if args.device == "cpu" else args.device
+        print(f"[1] SwAV step, {args.arch}, batch {args.batch}, 2x96+4x48, K={args.prototypes}, SGD, {where}, fp32: "
               f"facesift {r['facesift']:.1f} img/s, lightly {r['lightly']:.1f} img/s, "
               f"ratio {r['facesift'] / r['lightly']:.2f}x (goal >= 1.5x)")
-        ours_conv = r["facesift-conv"] * args.batch / r["facesift"]
-        theirs_conv = r["lightly-conv"] * args.batch / r["lightly"]
-        print(f"    convolutions (oneDNN, forward + backward) are {r['facesift-conv']:.0%} of facesift's step "
-              f"({ours_conv * 1000:.0f} of {args.batch / r['facesift'] * 1000:.0f} ms) and {r['lightly-conv']:.0%} of "
-              f"lightly's ({theirs_conv * 1000:.0f} of {args.batch / r['lightly'] * 1000:.0f} ms): with every other "
-              f"op free, facesift's fp32 step could reach at most {args.batch / r['lightly'] / ours_conv:.2f}x lightly "
-              f"on this CPU")
+        if "facesift-conv" in r:
+            ours_conv = r["facesift-conv"] * args.batch / r["facesift"]
+            theirs_conv = r["lightly-conv"] * args.batch / r["lightly"]
+            print(f"    convolutions (oneDNN, forward + backward) are {r['facesift-conv']:.0%} of facesift's step "
+                  f"({ours_conv * 1000:.0f} of {args.batch / r['facesift'] * 1000:.0f} ms) and {r['lightly-conv']:.0%} "
+                  f"of lightly's ({theirs_conv * 1000:.0f} of {args.batch / r['lightly'] * 1000:.0f} ms): with every "
+                  f"other op free, facesift's fp32 step could reach at most {args.batch / r['lightly'] / ours_conv:.2f}x "
+                  f"lightly on this CPU")
         if "facesift-bf16" in r:
-            print(f"    bf16 autocast (native on this CPU; facesift's default `amp: true`): facesift "
+            print(f"    bf16 autocast (native on this {where}; facesift's default `amp: true`): facesift "
                   f"{r['facesift-bf16']:.1f} img/s = {r['facesift-bf16'] / r['lightly']:.2f}x lightly's fp32 example; "
                   f"lightly under the same autocast {r['lightly-bf16']:.1f} img/s "
                   f"(ratio at equal precision {r['facesift-bf16'] / r['lightly-bf16']:.2f}x)")
