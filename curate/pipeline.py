@@ -367,7 +367,9 @@ def run_curate(cfg: CurateConfig, progress: bool = True) -> RunCounts:
     counts = RunCounts()
     stats_path = out / f"stats{suffix}.json"
     with Catalog(catalog_path) as catalog:
-        recorded_before: collections.Counter = collections.Counter()  # set once the writer is up
+        # this part's rejects already in the catalog; what this run records is added as it goes
+        recorded_before = catalog.rejected_totals(None if part is None else
+                                                  lambda pid: in_part(pid, part, cfg.part_seed))
 
         def stats() -> dict:
             totals = recorded_before + counts.rejected_recorded
@@ -386,7 +388,6 @@ def run_curate(cfg: CurateConfig, progress: bool = True) -> RunCounts:
                              maxsize=cfg.shards.maxsize, mtime=cfg.shards.mtime, stats=stats,
                              index_extra={"part": part_text} if part else None)
         counts.recovered = reconcile(writer, catalog)
-        recorded_before.update(catalog.rejected_totals(lambda pid: in_part(pid, part, cfg.part_seed)))
         if cfg.retry_failed:
             log.info("retrying %d failed photos", requeue_failed(catalog, part, cfg.part_seed))
         rows = work_rows(catalog, part, cfg.part_seed, cfg.limit)

@@ -318,7 +318,7 @@ def _train(cfg: PretrainConfig, resume: bool, di: D.DistInfo, stopper: GracefulS
         if stopper.received and not stopped and step < stop_step:  # its workers got the signal first
             stopped = stopper.received
         if stopped:
-            if step % cfg.checkpoint_every or step == stop_step:  # not just written
+            if step % cfg.checkpoint_every:  # else the periodic checkpoint just wrote this step
                 checkpoint()
             if di.main:
                 log.warning("%s: stopped at step %d with a checkpoint in %s; the same command with "
@@ -365,22 +365,28 @@ def config_from_args(args: argparse.Namespace) -> PretrainConfig:
                    shards=args.shards, out=args.out)
 
 
+def run_from_args(args: argparse.Namespace) -> int:
+    """Train as the command line asks; the exit status (`facesift pretrain` and this module's main)."""
+    import os
+
+    from tools.logsetup import summary
+    try:
+        result = train(config_from_args(args), resume=args.resume, restart=args.restart)
+    except (ValueError, FileNotFoundError, FileExistsError) as exc:  # the user's to fix: no traceback
+        log.error("%s", exc)
+        return 2
+    if int(os.environ.get("RANK", "0")) == 0:
+        summary("pretrain", **result)
+    return stop_code(result["stopped"])
+
+
 def main(argv: list[str] | None = None) -> int:
-    from tools.logsetup import setup_logging, summary
+    from tools.logsetup import setup_logging
     parser = argparse.ArgumentParser(prog="python -m pretrain.train", description=__doc__.split("\n")[0])
     add_args(parser)
     args = parser.parse_args(argv)
     setup_logging(0)
-    cfg = config_from_args(args)
-    try:
-        result = train(cfg, resume=args.resume, restart=args.restart)
-    except (ValueError, FileNotFoundError, FileExistsError) as exc:  # the user's to fix: no traceback
-        log.error("%s", exc)
-        return 2
-    import os
-    if int(os.environ.get("RANK", "0")) == 0:
-        summary("pretrain", **result)
-    return stop_code(result["stopped"])
+    return run_from_args(args)
 
 
 if __name__ == "__main__":

@@ -53,14 +53,5 @@ def run(args: argparse.Namespace) -> int:
             return child.wait()
         finally:
             restore()
-    from pretrain.train import config_from_args, train
-    from tools.logsetup import summary
-    from tools.stopping import stop_code
-    try:
-        result = train(config_from_args(args), resume=args.resume, restart=args.restart)
-    except (ValueError, FileNotFoundError, FileExistsError) as exc:  # the user's to fix: no traceback
-        log.error("%s", exc)
-        return 2
-    if int(os.environ.get("RANK", "0")) == 0:
-        summary("pretrain", **result)
-    return stop_code(result["stopped"])
+    from pretrain.train import run_from_args
+    return run_from_args(args)
