@@ -1,5 +1,26 @@
 """facesift: build face datasets from the open web and learn face representations on them."""
 from setuptools import setup
+from setuptools.command.build_py import build_py
+
+# One import name, `facesift`; the user's top-level folders stay where they are. `tools/` is the
+# package root (the CLI and its commands, the local Flickr server); each stage and the common floor
+# are sub-packages mapped onto their own folders (docs/architecture.md).
+STAGES = ["common", "curate", "shards", "pretrain", "finetune", "analysis"]
+PACKAGE_DIR = {"facesift": "tools", "facesift.commands": "tools/commands",
+               **{f"facesift.{name}": name for name in STAGES}}
+# Scripts that live in tools/ but are not package code: benchmarks and GPU-session helpers.
+NOT_INSTALLED = ("bench_", "gpu_", "checkout")
+
+
+class BuildPy(build_py):
+    """Leave the benchmark and GPU-session scripts in tools/ out of the installed package."""
+
+    def find_package_modules(self, package, package_dir):
+        modules = super().find_package_modules(package, package_dir)
+        if package != "facesift":
+            return modules
+        return [m for m in modules if not m[1].startswith(NOT_INSTALLED)]
+
 
 RUNTIME = [
     "torch>=2.1",
@@ -30,7 +51,9 @@ setup(
     long_description=open("README.md", encoding="utf-8").read(),
     long_description_content_type="text/markdown",
     python_requires=">=3.10",
-    packages=["curate", "shards", "pretrain", "finetune", "analysis", "tools", "tools.commands"],
+    packages=list(PACKAGE_DIR),
+    package_dir=PACKAGE_DIR,
+    cmdclass={"build_py": BuildPy},
     package_data={"": ["*.yaml"]},
     install_requires=RUNTIME,
     extras_require={
@@ -40,5 +63,5 @@ setup(
         "scrfd": ["onnxruntime", "insightface"],
         "test": ["pytest>=7", "pytest-timeout>=2", "pingouin>=0.5"],
     },
-    entry_points={"console_scripts": ["facesift=tools.cli:main"]},
+    entry_points={"console_scripts": ["facesift=facesift.cli:main"]},
 )

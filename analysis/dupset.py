@@ -19,7 +19,7 @@ from typing import Iterable
 import numpy as np
 from PIL import Image, ImageEnhance
 
-from shards.format import sanitize_key
+from facesift.shards.format import sanitize_key
 
 VARIANTS = ("orig", "jpeg", "resize", "crop", "light", "rotate")
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".gif", ".ppm", ".bmp", ".webp"}

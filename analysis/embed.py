@@ -40,11 +40,11 @@ from typing import Any, Callable, Iterator
 import numpy as np
 from PIL import Image
 
-from analysis.config import EmbedConfig
-from analysis.hashes import HASH_BYTES, sample_hashes
-from shards.index import index_entries, index_location, shard_urls
-from shards.reader import iter_keys
-from tools.atomic import atomic_write_json, atomic_write_text
+from facesift.analysis.config import EmbedConfig
+from facesift.analysis.hashes import HASH_BYTES, sample_hashes
+from facesift.shards.index import index_entries, index_location, shard_urls
+from facesift.shards.reader import iter_keys
+from facesift.common.atomic import atomic_write_json, atomic_write_text
 
 log = logging.getLogger(__name__)
 
@@ -138,7 +138,7 @@ class Embedder:
         self.cfg = cfg
         if cfg.backbone:
             import torch
-            from pretrain.backbone import load_backbone, infer_arch, clean_state_dict
+            from facesift.pretrain.backbone import load_backbone, infer_arch, clean_state_dict
             self.device = _pick_device(cfg.device)
             self.model = load_backbone(cfg.backbone, arch=cfg.arch).eval().to(self.device)
             if cfg.channels_last:

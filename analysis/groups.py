@@ -18,7 +18,7 @@ import numpy as np
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
-from shards.split import key_score
+from facesift.shards.split import key_score
 
 POLICIES = ("easy", "hard", "random")
 

@@ -13,7 +13,7 @@ from collections import Counter
 
 import numpy as np
 
-from analysis.groups import components
+from facesift.analysis.groups import components
 
 
 def dedup_counts(n: int, i: np.ndarray, j: np.ndarray) -> dict:

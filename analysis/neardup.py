@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from analysis.config import SearchConfig
+from facesift.analysis.config import SearchConfig
 
 log = logging.getLogger(__name__)
 

@@ -15,10 +15,10 @@ from pathlib import Path
 
 import numpy as np
 
-from analysis.config import RedundancyConfig
-from analysis.embed import EmbedError, load_embeddings
-from analysis import groups as grouping, measures, neardup, report
-from tools.atomic import atomic_write_json, atomic_write_text
+from facesift.analysis.config import RedundancyConfig
+from facesift.analysis.embed import EmbedError, load_embeddings
+from facesift.analysis import groups as grouping, measures, neardup, report
+from facesift.common.atomic import atomic_write_json, atomic_write_text
 
 log = logging.getLogger(__name__)
 BY = ("emb", "phash", "dhash", "emb+phash")

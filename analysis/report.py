@@ -107,7 +107,7 @@ def plot_clusters(sizes: list[int], effective: float) -> str:
 
 def thumbnails(info: dict, rows: list[int], size: int) -> dict[int, str]:
     """row -> data URI of a JPEG thumbnail, reading only the shards that hold those rows."""
-    from analysis.embed import iter_samples, IMAGE_EXTS
+    from facesift.analysis.embed import iter_samples, IMAGE_EXTS
     urls, counts = info["shards"], info["counts"]
     offsets = np.concatenate([[0], np.cumsum(counts)])
     wanted = sorted(set(rows))

@@ -14,7 +14,7 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Iterable, Sequence
 
-from shards.split import key_score
+from facesift.shards.split import key_score
 
 CLUSTERS_FILE = "clusters.tsv"
 

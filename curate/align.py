@@ -20,7 +20,7 @@ import cv2
 import numpy as np
 from PIL import Image
 
-from curate.config import AlignConfig
+from facesift.curate.config import AlignConfig
 
 cv2.setNumThreads(1)  # warps run on curate's encode threads; OpenCV's own pool would oversubscribe
 

@@ -18,15 +18,15 @@ from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from typing import Any
 
-from curate.catalog import Catalog
-from curate.crawl_rows import photo_row
-from curate.crawl_windows import Window, pages_needed, parse_date, parts_needed, uncovered
-from curate.flickr import (DEFAULT_API_URL, URL_ENV, CredentialsError, describe, is_fatal,
+from facesift.curate.catalog import Catalog
+from facesift.curate.crawl_rows import photo_row
+from facesift.curate.crawl_windows import Window, pages_needed, parse_date, parts_needed, uncovered
+from facesift.curate.flickr import (DEFAULT_API_URL, URL_ENV, CredentialsError, describe, is_fatal,
                            is_retryable, make_client)
-from curate.ratelimit import TokenBucket
-from curate.retry import RetriesExhausted, retry_call
-from tools.config import secret
-from tools.logsetup import scrub
+from facesift.curate.ratelimit import TokenBucket
+from facesift.curate.retry import RetriesExhausted, retry_call
+from facesift.common.config import secret
+from facesift.common.logsetup import scrub
 
 log = logging.getLogger(__name__)
 
@@ -327,8 +327,8 @@ class Crawler:
 
 def crawl(cfg: CrawlConfig, progress: bool = True) -> collections.Counter:
     """Run a crawl as configured; raises CredentialsError when a person must fix the key."""
-    from curate.flickr import credentials
-    from tools.config import env_or
+    from facesift.curate.flickr import credentials
+    from facesift.common.config import env_or
     key, api_secret = credentials(cfg.api_key, cfg.api_secret)
     api_url = env_or(cfg.api_url, URL_ENV) or DEFAULT_API_URL
     with Catalog(cfg.catalog) as catalog:

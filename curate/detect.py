@@ -20,7 +20,7 @@ from typing import Protocol
 import numpy as np
 from PIL import Image
 
-from curate.config import DetectConfig
+from facesift.curate.config import DetectConfig
 
 log = logging.getLogger(__name__)
 
@@ -218,7 +218,7 @@ def build_detector(cfg: DetectConfig, isolate: bool | None = None) -> Detector |
     if isolate is None:
         isolate = isolated(cfg)
     if isolate and cfg.backend != "none":
-        from curate.detect_process import DetectorProcess
+        from facesift.curate.detect_process import DetectorProcess
         return DetectorProcess(cfg)
     if cfg.backend == "mtcnn":
         return MTCNNDetector(cfg)

@@ -27,8 +27,8 @@ from multiprocessing import shared_memory
 
 import numpy as np
 
-from curate.config import DetectConfig
-from curate.detect import Detections
+from facesift.curate.config import DetectConfig
+from facesift.curate.detect import Detections
 
 log = logging.getLogger(__name__)
 IN_FLIGHT = 2
@@ -39,8 +39,8 @@ def _serve(cfg: DetectConfig, conn) -> None:
     import dataclasses
     import os
 
-    from curate.detect import build_detector
-    from tools.stopping import ignore_in_worker
+    from facesift.curate.detect import build_detector
+    from facesift.common.stopping import ignore_in_worker
 
     ignore_in_worker()  # Ctrl-C / SIGTERM reach the whole group: the parent decides, then says stop
     if not cfg.threads:  # one batch at a time here: on CPU it gets every core as torch threads

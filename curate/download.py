@@ -30,8 +30,8 @@ import urllib3
 import urllib3.exceptions as u3exc
 from PIL import Image, ImageOps
 
-from curate.config import DownloadConfig
-from curate.retry import RetriesExhausted, retry_call
+from facesift.curate.config import DownloadConfig
+from facesift.curate.retry import RetriesExhausted, retry_call
 
 RETRY_STATUS = {429, 500, 502, 503, 504}
 

@@ -21,7 +21,7 @@ import flickrapi
 import requests
 from flickrapi.exceptions import FlickrError
 
-from tools.logsetup import register_secrets
+from facesift.common.logsetup import register_secrets
 
 DEFAULT_API_URL = flickrapi.FlickrAPI.REST_URL
 KEY_ENV, SECRET_ENV, URL_ENV = "FLICKR_API_KEY", "FLICKR_API_SECRET", "FACESIFT_FLICKR_API_URL"
@@ -63,8 +63,8 @@ def make_client(key: str, secret: str, api_url: str | None = None,
     if api_url:
         client.REST_URL = api_url  # instance attribute: _flickr_call reads self.REST_URL
     client.flickr_oauth.session = requests.Session()
-    client.flickr_oauth.log = logging.getLogger("curate.flickr.transport")
-    logging.getLogger("curate.flickr.transport").setLevel(logging.CRITICAL)
+    client.flickr_oauth.log = logging.getLogger("facesift.curate.flickr.transport")
+    logging.getLogger("facesift.curate.flickr.transport").setLevel(logging.CRITICAL)
     return client
 
 

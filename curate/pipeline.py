@@ -36,16 +36,16 @@ from typing import Iterator
 
 from PIL import Image
 
-from curate.align import align_face, resize_center_crop
-from curate.config import CurateConfig, parse_part
-from curate.download import Fetched, download
-from curate.filters import crop_measures, estimate_yaw, interocular, select_faces, sharp_enough
-from curate.sources import license_url, open_source
-from shards.format import make_key
-from shards.split import key_score
-from shards.writer import ShardWriter, part_prefix, part_suffix
-from tools.config import save_config
-from tools.stopping import StopRequested, requested
+from facesift.curate.align import align_face, resize_center_crop
+from facesift.curate.config import CurateConfig, parse_part
+from facesift.curate.download import Fetched, download
+from facesift.curate.filters import crop_measures, estimate_yaw, interocular, select_faces, sharp_enough
+from facesift.curate.sources import license_url, open_source
+from facesift.shards.format import make_key
+from facesift.shards.split import key_score
+from facesift.shards.writer import ShardWriter, part_prefix, part_suffix
+from facesift.common.config import save_config
+from facesift.common.stopping import StopRequested, requested
 
 log = logging.getLogger(__name__)
 
@@ -83,7 +83,7 @@ def in_part(photo_id: str, part: tuple[int, int] | None, seed: int = 0) -> bool:
 
 def photos_in_shard(path: Path) -> dict[str, str | None]:
     """{photo_id: sha256} of the faces stored in one shard (from the json members)."""
-    from shards.reader import iter_samples  # webdataset imports torch: only load it when recovering
+    from facesift.shards.reader import iter_samples  # webdataset imports torch: only load it when recovering
 
     out: dict[str, str | None] = {}
     for sample in iter_samples(str(path), extensions={"json"}):
@@ -348,8 +348,8 @@ def run_curate(cfg: CurateConfig, progress: bool = True) -> RunCounts:
     """Curate every pending photo of the configured source (or part) into shards under `cfg.out`."""
     from tqdm import tqdm
 
-    from curate.catalog import Catalog
-    from curate.detect import build_detector, close_detector
+    from facesift.curate.catalog import Catalog
+    from facesift.curate.detect import build_detector, close_detector
 
     part = parse_part(cfg.part)
     part_text = f"{part[0]}/{part[1]}" if part else None

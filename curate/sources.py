@@ -91,7 +91,7 @@ def open_source(cfg) -> Path:
 
     Exactly one of `cfg.catalog`, `cfg.from_dir`, `cfg.from_urls` must be set.
     """
-    from curate.catalog import Catalog
+    from facesift.curate.catalog import Catalog
 
     given = [name for name in ("catalog", "from_dir", "from_urls") if getattr(cfg, name)]
     if len(given) != 1:

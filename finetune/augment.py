@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from finetune.datasets import FLIP_PAIRS
+from facesift.finetune.datasets import FLIP_PAIRS
 
 MEAN = (0.485, 0.456, 0.406)
 STD = (0.229, 0.224, 0.225)

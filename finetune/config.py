@@ -6,7 +6,7 @@ import hashlib
 import json
 from dataclasses import dataclass, field
 
-from finetune.augment import AugmentConfig
+from facesift.finetune.augment import AugmentConfig
 
 TASKS = ("landmarks", "classification", "regression", "recognition")
 

@@ -104,7 +104,7 @@ def summarise(results: list[dict], metric: str | None = None, tolerance: float =
         primary = metric or rs[0].get("primary_metric") or sorted(rs[0]["metrics"])[0]
         lower = rs[0].get("lower_is_better") if metric is None else None
         if lower is None:
-            from finetune.metrics import lower_is_better
+            from facesift.finetune.metrics import lower_is_better
             lower = lower_is_better(primary)
         names = [primary] + sorted({k for r in rs for k, v in r["metrics"].items()
                                     if k != primary and isinstance(v, (int, float))})
@@ -187,7 +187,7 @@ def plot(blocks: list[dict], path: str | Path) -> Path:
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    from tools.atomic import atomic_write
+    from facesift.common.atomic import atomic_write
 
     n = len(blocks)
     fig, axes = plt.subplots(1, n, figsize=(5.5 * n, 4), squeeze=False)

@@ -24,7 +24,7 @@ from typing import Callable, Sequence
 import numpy as np
 from PIL import Image
 
-from shards.format import sanitize_key
+from facesift.shards.format import sanitize_key
 
 log = logging.getLogger(__name__)
 
@@ -246,7 +246,7 @@ def yale_manifest(root: str | Path, label: str = "identity") -> list[dict]:
 
 def write_manifest(rows: Sequence[dict], path: str | Path) -> Path:
     """CSV manifest (atomic), columns from the first row; `path` values relative to the file."""
-    from tools.atomic import atomic_write
+    from facesift.common.atomic import atomic_write
     path = Path(path)
     with atomic_write(path, "w") as fh:
         writer = csv.DictWriter(fh, fieldnames=list(rows[0]))

@@ -12,10 +12,10 @@ from __future__ import annotations
 
 import logging
 
-from finetune import datasets as ds
-from finetune import trainer
-from finetune.config import FinetuneConfig
-from finetune.trainer import HParams
+from facesift.finetune import datasets as ds
+from facesift.finetune import trainer
+from facesift.finetune.config import FinetuneConfig
+from facesift.finetune.trainer import HParams
 
 log = logging.getLogger(__name__)
 

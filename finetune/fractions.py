@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from shards.split import in_fraction, key_score
-from shards.split import read_key_list as _read_keys
+from facesift.shards.split import in_fraction, key_score
+from facesift.shards.split import read_key_list as _read_keys
 
 VAL_SALT = 104729   # decorrelates the validation split from the fraction hashes
 

@@ -20,14 +20,14 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from finetune import distill as distill_mod
-from finetune import trainer
-from finetune.config import FinetuneConfig, file_digest, stable_hash
-from finetune.fractions import fraction_subset, keyed_subset, parse_fraction_keys, read_key_list
-from finetune.search import search
-from finetune.tasks import TaskData, load_task
-from tools.atomic import atomic_write_json, remove_stale_temps
-from tools.config import to_dict
+from facesift.finetune import distill as distill_mod
+from facesift.finetune import trainer
+from facesift.finetune.config import FinetuneConfig, file_digest, stable_hash
+from facesift.finetune.fractions import fraction_subset, keyed_subset, parse_fraction_keys, read_key_list
+from facesift.finetune.search import search
+from facesift.finetune.tasks import TaskData, load_task
+from facesift.common.atomic import atomic_write_json, remove_stale_temps
+from facesift.common.config import to_dict
 
 log = logging.getLogger(__name__)
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from finetune.datasets import OCULAR
+from facesift.finetune.datasets import OCULAR
 
 FARS = (1e-6, 1e-5, 1e-4, 1e-3, 1e-2)
 PRIMARY = {"landmarks": ("nme", True), "classification": ("accuracy", False),

@@ -15,11 +15,11 @@ import logging
 import random
 from pathlib import Path
 
-from finetune import trainer
-from finetune.config import FinetuneConfig, SearchSpace, stable_hash
-from finetune.fractions import validation_split
-from finetune.trainer import HParams
-from tools.atomic import atomic_write_json
+from facesift.finetune import trainer
+from facesift.finetune.config import FinetuneConfig, SearchSpace, stable_hash
+from facesift.finetune.fractions import validation_split
+from facesift.finetune.trainer import HParams
+from facesift.common.atomic import atomic_write_json
 
 log = logging.getLogger(__name__)
 

@@ -18,13 +18,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from finetune import datasets as ds
-from finetune import losses, metrics
-from finetune.augment import ImageTransform, LandmarkTransform
-from finetune.config import FinetuneConfig
-from finetune.decode import decode_heatmaps, gaussian_heatmaps
-from finetune.heads import CosFaceHead, HeatmapHead, LinearHead, stage_channels
-from shards.split import key_score
+from facesift.finetune import datasets as ds
+from facesift.finetune import losses, metrics
+from facesift.finetune.augment import ImageTransform, LandmarkTransform
+from facesift.finetune.config import FinetuneConfig
+from facesift.finetune.decode import decode_heatmaps, gaussian_heatmaps
+from facesift.finetune.heads import CosFaceHead, HeatmapHead, LinearHead, stage_channels
+from facesift.shards.split import key_score
 
 log = logging.getLogger(__name__)
 TEST_SALT = 7919          # decorrelates the test split from the fraction hashes (which use the run seed)

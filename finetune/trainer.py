@@ -11,7 +11,7 @@
   runs, so a run is single-device and needs no gradient synchronisation.
 - A run checkpoints every `ckpt_every` steps (model, optimiser, schedule, step, RNG) and
   resumes from it when re-run; a stop signal under `facesift finetune` (SIGTERM, SIGUSR1,
-  Ctrl-C: `tools.stopping`) checkpoints the current step and ends the grid with `StopRequested`.
+  Ctrl-C: `facesift.common.stopping`) checkpoints the current step and ends the grid with `StopRequested`.
 """
 from __future__ import annotations
 
@@ -29,11 +29,11 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
-from finetune.config import TrainConfig
-from finetune.datasets import RecordDataset
-from finetune.heads import TaskModel
-from pretrain.backbone import build_resnet, load_backbone
-from tools.stopping import StopRequested, ignore_in_worker, requested
+from facesift.finetune.config import TrainConfig
+from facesift.finetune.datasets import RecordDataset
+from facesift.finetune.heads import TaskModel
+from facesift.pretrain.backbone import build_resnet, load_backbone
+from facesift.common.stopping import StopRequested, ignore_in_worker, requested
 
 log = logging.getLogger(__name__)
 _SYNC_EVERY = 20   # steps between reading losses back from the device
@@ -197,7 +197,7 @@ def train(model: TaskModel, task, records: list[dict], hp: HParams, cfg: TrainCo
             if losses:
                 bar.set_postfix(loss=f"{losses[-1]:.4g}", refresh=False)
         if save:
-            from tools.atomic import atomic_write
+            from facesift.common.atomic import atomic_write
             with atomic_write(ckpt, "wb") as fh:
                 torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "sched": sched.state_dict(),
                             "step": step + 1, "losses": losses}, fh)
@@ -230,7 +230,7 @@ def evaluate(model: nn.Module, task, records: list[dict], cfg: TrainConfig, pair
     """The task's metrics on `records` (recognition: on the images of `pairs`, or pairs made from records)."""
     if task.name == "recognition":
         if pairs is None:
-            from finetune.datasets import make_pairs
+            from facesift.finetune.datasets import make_pairs
             pairs = make_pairs(records)
         paths = sorted({p for a, b, _ in pairs for p in (a, b)})
         records = [{"key": p, "path": p, "target": None} for p in paths]

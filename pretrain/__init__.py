@@ -7,5 +7,5 @@
 - optim.py        LARS, warm-up + cosine schedule, param groups (BN/bias optionally excluded)
 - distributed.py  process group from torchrun's environment (gloo on CPU, nccl on CUDA)
 - config.py       `PretrainConfig` dataclass tree (presets in configs/*.yaml)
-- train.py        the loop: AMP, channels_last, DDP, checkpoints/resume, CSV + TensorBoard; `python -m pretrain.train`
+- train.py        the loop: AMP, channels_last, DDP, checkpoints/resume, CSV + TensorBoard; `python -m facesift.pretrain.train`
 """

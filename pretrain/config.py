@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 from dataclasses import dataclass, field
 
-from tools.config import add_config_args
+from facesift.common.config import add_config_args
 
 
 @dataclass
@@ -97,7 +97,7 @@ class PretrainConfig:
 
 
 def add_args(parser: argparse.ArgumentParser) -> None:
-    """The command line shared by `facesift pretrain` and `python -m pretrain.train`."""
+    """The command line shared by `facesift pretrain` and `python -m facesift.pretrain.train`."""
     parser.add_argument("--shards", help="shard dir, index.json, brace pattern, file:/pipe:/http URLs")
     parser.add_argument("--out", help="output dir for last.pt, backbone.pt, logs (default: ckpt)")
     start = parser.add_mutually_exclusive_group()

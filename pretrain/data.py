@@ -31,11 +31,11 @@ import torch
 import webdataset as wds
 from torch.utils.data import IterableDataset, get_worker_info
 
-from pretrain.config import CropConfig, DataConfig
-from pretrain.multicrop import (augment_batch, collate_crops, collate_images, crop_plan, geometric_crops,
+from facesift.pretrain.config import CropConfig, DataConfig
+from facesift.pretrain.multicrop import (augment_batch, collate_crops, collate_images, crop_plan, geometric_crops,
                                 image_and_boxes)
-from shards.index import index_location, read_index, shard_urls
-from tools.stopping import ignore_in_worker
+from facesift.shards.index import index_location, read_index, shard_urls
+from facesift.common.stopping import ignore_in_worker
 
 log = logging.getLogger(__name__)
 IMAGE_KEYS = ("jpg", "jpeg", "png", "webp")
@@ -59,7 +59,7 @@ def count_samples(spec: str, keys: set[str] | None = None) -> int:
     location = index_location(spec)
     if location is not None:
         return sum(int(e.get("nsamples", 0)) for e in read_index(location)["shardlist"])
-    from shards.reader import iter_keys
+    from facesift.shards.reader import iter_keys
     urls = shard_urls(spec)
     if any(u.startswith(("pipe:", "http://", "https://")) for u in urls):
         raise ValueError("remote shards without an index.json: set data.epoch_size (samples per epoch)")

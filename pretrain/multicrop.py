@@ -31,7 +31,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from pretrain.config import CropConfig
+from facesift.pretrain.config import CropConfig
 
 _GRAY = (0.299, 0.587, 0.114)
 _RGB2YIQ = torch.tensor([[0.299, 0.587, 0.114], [0.596, -0.274, -0.322], [0.211, -0.523, 0.312]])

@@ -17,7 +17,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
-from pretrain.backbone import build_resnet
+from facesift.pretrain.backbone import build_resnet
 
 
 class SwAVModel(nn.Module):

@@ -3,7 +3,7 @@
 Run as `facesift pretrain ...` (one process, or `--nproc G` which re-launches this module under
 `torch.distributed.run`), or directly:
 
-    torchrun --nproc_per_node=G -m pretrain.train --shards DIR --out DIR --config configs/gpu-r50.yaml
+    torchrun --nproc_per_node=G -m facesift.pretrain.train --shards DIR --out DIR --config configs/gpu-r50.yaml
 
 Everything a resumed run needs is in `last.pt` (model, optimiser, AMP scaler, step — the LR
 schedule is a pure function of it —, each rank's queue, stream position and RNG states, and
@@ -28,17 +28,17 @@ import numpy as np
 import torch
 from torch import nn
 
-from pretrain import distributed as D
-from pretrain.config import PretrainConfig, add_args
-from pretrain.data import StreamState, count_samples, make_loader, read_keys
-from pretrain.multicrop import augment_batch, crop_plan, cut_crops
-from pretrain.optim import LARS, lr_at, param_groups, scaled_lr
-from pretrain.swav import (CollapseWatch, SwAVModel, drop_prototype_grads, make_queue,
+from facesift.pretrain import distributed as D
+from facesift.pretrain.config import PretrainConfig, add_args
+from facesift.pretrain.data import StreamState, count_samples, make_loader, read_keys
+from facesift.pretrain.multicrop import augment_batch, crop_plan, cut_crops
+from facesift.pretrain.optim import LARS, lr_at, param_groups, scaled_lr
+from facesift.pretrain.swav import (CollapseWatch, SwAVModel, drop_prototype_grads, make_queue,
                            normalize_prototypes, swav_loss)
-from shards.index import shard_urls
-from tools.atomic import atomic_write, atomic_write_text, remove_stale_temps
-from tools.config import resolve, save_config, to_dict
-from tools.stopping import GracefulStop, stop_code
+from facesift.shards.index import shard_urls
+from facesift.common.atomic import atomic_write, atomic_write_text, remove_stale_temps
+from facesift.common.config import resolve, save_config, to_dict
+from facesift.common.stopping import GracefulStop, stop_code
 
 log = logging.getLogger("facesift.pretrain")
 CSV_FIELDS = ["step", "epoch", "loss", "lr", "images_per_s", "data_wait", "entropy",
@@ -369,7 +369,7 @@ def run_from_args(args: argparse.Namespace) -> int:
     """Train as the command line asks; the exit status (`facesift pretrain` and this module's main)."""
     import os
 
-    from tools.logsetup import summary
+    from facesift.common.logsetup import summary
     try:
         result = train(config_from_args(args), resume=args.resume, restart=args.restart)
     except (ValueError, FileNotFoundError, FileExistsError) as exc:  # the user's to fix: no traceback
@@ -381,8 +381,8 @@ def run_from_args(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from tools.logsetup import setup_logging
-    parser = argparse.ArgumentParser(prog="python -m pretrain.train", description=__doc__.split("\n")[0])
+    from facesift.common.logsetup import setup_logging
+    parser = argparse.ArgumentParser(prog="python -m facesift.pretrain.train", description=__doc__.split("\n")[0])
     add_args(parser)
     args = parser.parse_args(argv)
     setup_logging(0)

@@ -13,8 +13,8 @@ import random
 from pathlib import Path
 from typing import Any
 
-from shards.index import shard_urls
-from shards.reader import iter_samples
+from facesift.shards.index import shard_urls
+from facesift.shards.reader import iter_samples
 
 log = logging.getLogger(__name__)
 IMAGE_EXTS = ("jpg", "jpeg", "png", "webp")
@@ -130,7 +130,7 @@ def render_sheet(items: list[tuple[str, bytes]], cell: int = 128, cols: int = 0,
 def contact_sheet(spec: Any, n: int, out: str | Path, seed: int = 0, cell: int = 128, cols: int = 0,
                   captions: bool = True, progress: bool = True) -> list[str]:
     """Sample, render and write the PNG atomically; returns the keys shown, in index order."""
-    from tools.atomic import atomic_write
+    from facesift.common.atomic import atomic_write
 
     items = sample_images(spec, n, seed, progress)
     sheet = render_sheet(items, cell=cell, cols=cols, captions=captions)

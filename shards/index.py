@@ -22,7 +22,7 @@ from typing import Any, Iterable
 
 import braceexpand
 
-from tools.atomic import atomic_write_json
+from facesift.common.atomic import atomic_write_json
 
 INDEX_NAME = "index.json"
 SHARD_GLOB = "*.tar"

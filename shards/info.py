@@ -12,8 +12,8 @@ from collections import Counter
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from typing import Any
 
-from shards.index import shard_urls
-from shards.reader import iter_samples, shard_nbytes
+from facesift.shards.index import shard_urls
+from facesift.shards.reader import iter_samples, shard_nbytes
 
 # Flickr licence ids (DESIGN.md §4); other sources may carry names instead of ids.
 LICENSE_NAMES = {

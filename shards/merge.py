@@ -13,7 +13,7 @@ import re
 from pathlib import Path
 from typing import Any, Sequence
 
-from shards.index import INDEX_NAME, local_path, read_index
+from facesift.shards.index import INDEX_NAME, local_path, read_index
 
 log = logging.getLogger(__name__)
 PART_INDEX_GLOB = "index-*.json"
@@ -105,6 +105,6 @@ def merge_indexes(paths: Sequence[str | Path], out: str | Path, name: str | None
         log.warning("parts have different names %s; using %r", sorted(names), sorted(names)[0])
     merged = {"wids_version": 1, "name": name or (sorted(names)[0] if names else "faces"),
               "shardlist": shardlist, "parts": parts}
-    from tools.atomic import atomic_write_json
+    from facesift.common.atomic import atomic_write_json
     atomic_write_json(out, merged)
     return merged

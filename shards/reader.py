@@ -15,7 +15,7 @@ from typing import IO, Callable, Container, Iterator
 
 import webdataset as wds
 
-from shards.index import local_path
+from facesift.shards.index import local_path
 
 
 def _key_of(member_name: str) -> str:

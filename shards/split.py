@@ -77,7 +77,7 @@ def read_key_list(path: str | Path) -> list[str]:
 
 def write_splits(out_dir: str | Path, splits: dict[float, list[str]], **summary: Any) -> Path:
     """Write `split-<f>.txt` per fraction and `split.json` (counts + `summary`), all atomically."""
-    from tools.atomic import atomic_write_json, atomic_write_text
+    from facesift.common.atomic import atomic_write_json, atomic_write_text
 
     check_nested(splits)
     out_dir = Path(out_dir)

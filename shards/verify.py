@@ -19,9 +19,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Sequence
 
-from shards.format import make_key
-from shards.index import SHARD_GLOB, index_entries, index_location, local_path, shard_urls
-from shards.reader import HashingReader, iter_members
+from facesift.shards.format import make_key
+from facesift.shards.index import SHARD_GLOB, index_entries, index_location, local_path, shard_urls
+from facesift.shards.reader import HashingReader, iter_members
 
 log = logging.getLogger(__name__)
 
@@ -183,7 +183,7 @@ def index_entries_of(spec: Any) -> list[tuple[str, str, dict]] | None:
         path = Path(local_path(str(spec)) or str(spec)) if isinstance(spec, (str, Path)) else None
         if path is None or not path.is_dir():
             return None
-        from shards.merge import PART_INDEX_GLOB, natural_order
+        from facesift.shards.merge import PART_INDEX_GLOB, natural_order
         locations = [str(p) for p in sorted(path.glob(PART_INDEX_GLOB), key=natural_order)]
     if not locations:
         return None

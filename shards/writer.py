@@ -39,9 +39,9 @@ import tarfile
 from pathlib import Path
 from typing import IO, Any, Callable
 
-from shards.format import SHARD_PATTERN
-from shards.index import INDEX_NAME, read_index, write_index
-from tools.atomic import atomic_write_json
+from facesift.shards.format import SHARD_PATTERN
+from facesift.shards.index import INDEX_NAME, read_index, write_index
+from facesift.common.atomic import atomic_write_json
 
 log = logging.getLogger(__name__)
 
@@ -151,7 +151,7 @@ class ShardWriter:
             log.warning("index %s lists shards that are not on disk: %s", self.index_name, missing[:5])
         unindexed = [n for n in on_disk if n not in listed]
         for n in unindexed:
-            from shards.reader import iter_keys  # webdataset (and torch) only when there is one
+            from facesift.shards.reader import iter_keys  # webdataset (and torch) only when there is one
 
             path = self.directory / n
             log.info("indexing shard %s completed by an interrupted run", n)

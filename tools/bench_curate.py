@@ -17,7 +17,7 @@ One run, same images, same loopback server, printing a table and two ratios:
    alone as one worker with every core as torch threads is timed too, and the detector
    workers' busy share inside the pipeline is read from its stats.json.
 
-The images are the issue-2 Flickr sandbox's photos (`tools.flickr_sandbox`, per-id variants on,
+The images are the issue-2 Flickr sandbox's photos (`facesift.flickr_sandbox`, per-id variants on,
 so every URL has different bytes) built from `--photos` folders, generated once and then served
 as static files by a separate loopback HTTP/1.1 server process, so serving costs both tools the
 same and generating variants is not part of anyone's time (an asyncio server with the files in
@@ -51,6 +51,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+from checkout import ensure_importable  # noqa: E402  (tools/ is sys.path[0])
+
+ensure_importable()
 BENCH = ROOT / ".bench"
 I2D_VENV = BENCH / "img2dataset"
 DEFAULT_PHOTOS = [ROOT.parent / "shared" / "data" / "photos", ROOT.parent / "shared" / "data" / "yalefaces"]
@@ -90,7 +93,7 @@ def materialise(folders: list[Path], count: int, seed: int, www: Path) -> list[s
     The sandbox makes each id's variant on request (crop, scale, brightness, JPEG quality);
     generating them once here keeps that CPU work out of both tools' timings.
     """
-    from tools.flickr_sandbox import FlickrSandbox, SandboxConfig
+    from facesift.flickr_sandbox import FlickrSandbox, SandboxConfig
 
     manifest = www / "manifest.json"
     key = {"count": count, "seed": seed, "photos": [str(f) for f in folders]}
@@ -257,7 +260,7 @@ FACESIFT_VARIANTS = {  # part 1 rows: name → extra `--set` options (stated in 
 def run_facesift(urls: Path, out: Path, threads: int, detector: str, batch: int, log: Path,
                  base: str, sets: list[str] = (), device: str = "cpu") -> Timing:
     exe = ROOT / ".venv" / "bin" / "facesift"  # without the venv (a GPU machine's own python): the module
-    cli = [str(exe)] if exe.exists() else [sys.executable, "-m", "tools.cli"]
+    cli = [str(exe)] if exe.exists() else [sys.executable, "-m", "facesift"]
     cmd = [*cli, "-q", "curate", "--from-urls", str(urls), "--out", str(out),
            "--detector", detector, "--workers", str(threads), "--batch-size", str(batch), "--no-progress",
            "--set", "align.crop_size=256", "--set", "align.jpeg_quality=95", "--set", f"detect.device={device}",
@@ -304,8 +307,8 @@ def _detector_alone_here(paths: list[Path], batch: int, workers: int, threads: i
     import numpy as np
     from PIL import Image, ImageOps
 
-    from curate.config import DetectConfig
-    from curate.detect import build_detector
+    from facesift.curate.config import DetectConfig
+    from facesift.curate.detect import build_detector
 
     images = []
     for path in paths:
@@ -358,7 +361,6 @@ def main(argv: list[str] | None = None) -> int:
     if args.serve:
         serve(args.serve, args.port)
         return 0
-    sys.path.insert(0, str(ROOT))
     if args.detector_alone:
         paths = [Path(line) for line in args.detector_alone.read_text().splitlines() if line]
         print(json.dumps(_detector_alone_here(paths, args.batch_size, args.detector_workers, args.detector_threads,
@@ -460,8 +462,8 @@ def main(argv: list[str] | None = None) -> int:
         pipe, t_det, faces_det, cpu_det, on_all = part2
         busy = json.loads((run / "pipeline-best-stats.json").read_text())["last_run"]
         workers = busy["detect_workers"]
-        from curate.config import DetectConfig
-        from curate.detect import isolated
+        from facesift.curate.config import DetectConfig
+        from facesift.curate.detect import isolated
         opts = dict(o.split("=", 1) for o in args.curate_set)
         own = isolated(DetectConfig(device=args.device, isolate=opts.get("detect.isolate", "auto")))
         print(f"part 2 - curate pipeline vs detector alone (mtcnn, {args.device}, batch {args.batch_size}, "

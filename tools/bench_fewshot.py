@@ -30,20 +30,22 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from checkout import ensure_importable  # noqa: E402  (tools/ is sys.path[0])
 
-from finetune.config import FinetuneConfig  # noqa: E402
-from finetune.curve import format_table, load_results, plot, summarise  # noqa: E402
-from finetune.grid import run_grid  # noqa: E402
-from finetune.tasks import load_task  # noqa: E402
-from tools.logsetup import setup_logging  # noqa: E402
+ensure_importable()
+
+from facesift.finetune.config import FinetuneConfig  # noqa: E402
+from facesift.finetune.curve import format_table, load_results, plot, summarise  # noqa: E402
+from facesift.finetune.grid import run_grid  # noqa: E402
+from facesift.finetune.tasks import load_task  # noqa: E402
+from facesift.common.logsetup import setup_logging  # noqa: E402
 
 log = logging.getLogger("bench_fewshot")
 
 
 def write_pool_shards(records: list[dict], out: Path) -> Path:
     """The unlabelled pool as webdataset shards (jpg only + provenance), for `facesift pretrain`."""
-    from shards.writer import ShardWriter
+    from facesift.shards.writer import ShardWriter
     if (out / "index.json").exists():
         return out
     with ShardWriter(out, maxcount=2000, name="landmarks5-pool") as writer:

@@ -37,7 +37,9 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from checkout import ensure_importable  # noqa: E402  (tools/ is sys.path[0])
+
+ensure_importable()
 LIGHTLY_DIR = ROOT / ".bench" / "lightly"
 
 import torch  # noqa: E402
@@ -61,9 +63,9 @@ def bench_steps(steps: int, batch: int, k: int, device: str = "cpu", arch: str =
     ensure_lightly()
     from lightly.loss import SwaVLoss
     from lightly.models.modules import SwaVProjectionHead, SwaVPrototypes
-    from pretrain.swav import SwAVModel, normalize_prototypes, swav_loss
-    from pretrain.backbone import build_resnet
-    from pretrain.train import bf16_native
+    from facesift.pretrain.swav import SwAVModel, normalize_prototypes, swav_loss
+    from facesift.pretrain.backbone import build_resnet
+    from facesift.pretrain.train import bf16_native
 
     dev = torch.device(device)
     sizes = [96, 96, 48, 48, 48, 48]
@@ -214,9 +216,9 @@ def bench_pipeline(n_images: int, workers: int, batch: int, size: int) -> dict:
     import numpy as np
     import torchvision
     from PIL import Image
-    from pretrain.config import CropConfig, DataConfig
-    from pretrain.data import make_loader
-    from shards.index import shard_urls
+    from facesift.pretrain.config import CropConfig, DataConfig
+    from facesift.pretrain.data import make_loader
+    from facesift.shards.index import shard_urls
 
     crops = CropConfig(nmb_crops=[2, 4], size_crops=[96, 48])
     sizes = [96, 96, 48, 48, 48, 48]
@@ -263,8 +265,8 @@ def bench_pipeline(n_images: int, workers: int, batch: int, size: int) -> dict:
 def device_side_ms(urls, crops, data, batch: int) -> float:
     """Milliseconds per batch of the device half (roi_align crops + colour + blur + normalise),
     run here on the CPU with torch's own threads — a CUDA device does this on the GPU."""
-    from pretrain.data import make_loader
-    from pretrain.multicrop import augment_batch, crop_plan, cut_crops
+    from facesift.pretrain.data import make_loader
+    from facesift.pretrain.multicrop import augment_batch, crop_plan, cut_crops
 
     plan = crop_plan(crops)
     batches = list(make_loader(urls, crops, dataclasses.replace(data, workers=0), batch, seed=1, epoch=0, steps=4))

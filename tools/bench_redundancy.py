@@ -33,7 +33,9 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from checkout import ensure_importable, package_parent  # noqa: E402  (tools/ is sys.path[0])
+
+ensure_importable()
 BENCH = ROOT / ".bench"
 SHARED = Path(os.environ.get("FACESIFT_TEST_DATA", ROOT.parent / "shared" / "data"))
 
@@ -73,7 +75,7 @@ from PIL import Image
 from imagededup.methods import PHash, CNN
 from imagededup.utils import CustomModel
 sys.path.insert(0, sys.argv[4])
-from pretrain.backbone import load_backbone
+from facesift.pretrain.backbone import load_backbone
 image_dir, backbone, out = sys.argv[1], sys.argv[2], sys.argv[3]
 torch.set_num_threads(2)
 res = {}
@@ -119,7 +121,7 @@ def backbone_path(arg: str | None, work: Path) -> tuple[Path, str]:
     if arg:
         return Path(arg), f"given backbone {arg}"
     import torch
-    from pretrain.backbone import build_resnet
+    from facesift.pretrain.backbone import build_resnet
     path = work / "random-resnet18-backbone.pt"
     torch.manual_seed(0)
     torch.save(build_resnet("resnet18").state_dict(), path)
@@ -139,11 +141,11 @@ def pairs_of(dup_map: dict, row: dict[str, int]) -> set[tuple[int, int]]:
 
 
 def quality(args, work: Path) -> None:
-    from analysis.config import EmbedConfig, SearchConfig
-    from analysis.dupset import build, list_originals, score, truth_pairs
-    from analysis.embed import embed_shards, load_embeddings
-    from analysis.neardup import near_duplicate_pairs
-    from analysis.redundancy import prepare_vectors
+    from facesift.analysis.config import EmbedConfig, SearchConfig
+    from facesift.analysis.dupset import build, list_originals, score, truth_pairs
+    from facesift.analysis.embed import embed_shards, load_embeddings
+    from facesift.analysis.neardup import near_duplicate_pairs
+    from facesift.analysis.redundancy import prepare_vectors
     import webdataset as wds
 
     originals = list_originals([("photos", SHARED / "photos", None), ("yale", SHARED / "yalefaces", None),
@@ -180,7 +182,7 @@ def quality(args, work: Path) -> None:
         print(f"  {name}: done in {elapsed:.1f} s", flush=True)
         return data["keys"]
 
-    from analysis.config import RedundancyConfig
+    from facesift.analysis.config import RedundancyConfig
     default_t = RedundancyConfig().threshold
     keys = ours("facesift hog (default)", EmbedConfig(), default_t)
     ours("facesift backbone", EmbedConfig(backbone=str(backbone), image_size=args.image_size, batch_size=32),
@@ -193,7 +195,7 @@ def quality(args, work: Path) -> None:
     script = work / "run_imagededup.py"
     script.write_text(IMAGEDEDUP_SCRIPT)
     t = time.perf_counter()
-    r = subprocess.run([str(py), str(script), str(image_dir), str(backbone), str(out_json), str(ROOT),
+    r = subprocess.run([str(py), str(script), str(image_dir), str(backbone), str(out_json), str(package_parent()),
                         str(args.image_size)],
                        capture_output=True, text=True)
     if r.returncode:
@@ -249,8 +251,8 @@ def brute_force_sample(x: np.ndarray, q: np.ndarray, t: float, block: int = 2048
 
 
 def scale(args) -> None:
-    from analysis.config import SearchConfig
-    from analysis.neardup import near_duplicate_pairs
+    from facesift.analysis.config import SearchConfig
+    from facesift.analysis.neardup import near_duplicate_pairs
     sizes = [int(s) for s in args.sizes.split(",")]
     t = 0.9
     rows = []

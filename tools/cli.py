@@ -7,8 +7,8 @@ import logging
 import pkgutil
 import sys
 
-import tools.commands
-from tools.logsetup import setup_logging
+import facesift.commands
+from facesift.common.logsetup import setup_logging
 
 log = logging.getLogger("facesift")
 
@@ -20,8 +20,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more logging (DEBUG)")
     parser.add_argument("-q", "--quiet", action="count", default=0, help="less logging (WARNING)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for info in sorted(pkgutil.iter_modules(tools.commands.__path__), key=lambda m: m.name):
-        module = importlib.import_module(f"tools.commands.{info.name}")
+    for info in sorted(pkgutil.iter_modules(facesift.commands.__path__), key=lambda m: m.name):
+        module = importlib.import_module(f"facesift.commands.{info.name}")
         module.register(sub)
     return parser
 

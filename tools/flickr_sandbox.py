@@ -15,7 +15,7 @@ connections), and fixed `/bad/...` routes give downloaders broken inputs to surv
     with FlickrSandbox(SandboxConfig(photos="data/sample/photos", queries={"faces": 300})) as sb:
         os.environ["FACESIFT_FLICKR_API_URL"] = sb.api_url
 
-Run it by hand with `facesift sandbox --photos DIR --count N` (or `python -m tools.flickr_sandbox`).
+Run it by hand with `facesift sandbox --photos DIR --count N` (or `python -m facesift.flickr_sandbox`).
 """
 from __future__ import annotations
 
@@ -36,8 +36,8 @@ from pathlib import Path
 
 from PIL import Image, ImageEnhance
 
-from curate.crawl_windows import parse_date
-from tools.sandbox_photos import SandboxPhoto, Variant, build_catalogue, huge_png, tokens
+from facesift.curate.crawl_windows import parse_date
+from facesift.sandbox_photos import SandboxPhoto, Variant, build_catalogue, huge_png, tokens
 
 log = logging.getLogger(__name__)
 
@@ -466,7 +466,7 @@ def serve_forever(config: SandboxConfig, url_file: str | Path | None = None) -> 
         print(f"(any FLICKR_API_KEY / FLICKR_API_SECRET works except the key {config.bad_key!r})",
               flush=True)
         if url_file:
-            from tools.atomic import atomic_write_text
+            from facesift.common.atomic import atomic_write_text
             atomic_write_text(url_file, sb.api_url + "\n")
         while True:
             time.sleep(3600)
@@ -477,5 +477,5 @@ def serve_forever(config: SandboxConfig, url_file: str | Path | None = None) -> 
 if __name__ == "__main__":
     import sys
 
-    from tools.commands.sandbox import main as _main
+    from facesift.commands.sandbox import main as _main
     sys.exit(_main(sys.argv[1:]))

@@ -22,13 +22,15 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from checkout import ensure_importable  # noqa: E402  (tools/ is sys.path[0])
+
+ensure_importable()
 
 import torch  # noqa: E402
 
-from pretrain.config import PretrainConfig  # noqa: E402
-from pretrain.train import bf16_native  # noqa: E402
-from tools.config import resolve  # noqa: E402
+from facesift.pretrain.config import PretrainConfig  # noqa: E402
+from facesift.pretrain.train import bf16_native  # noqa: E402
+from facesift.common.config import resolve  # noqa: E402
 
 
 def make_shards(out: Path, n: int, size: int) -> Path:
@@ -48,9 +50,9 @@ def make_shards(out: Path, n: int, size: int) -> Path:
 
 
 def synthetic(cfg: PretrainConfig, steps: int, device: torch.device) -> dict:
-    from pretrain.multicrop import crop_plan
-    from pretrain.optim import LARS, param_groups
-    from pretrain.swav import SwAVModel, drop_prototype_grads, normalize_prototypes, swav_loss
+    from facesift.pretrain.multicrop import crop_plan
+    from facesift.pretrain.optim import LARS, param_groups
+    from facesift.pretrain.swav import SwAVModel, drop_prototype_grads, normalize_prototypes, swav_loss
     cuda = device.type == "cuda"
     model = SwAVModel(cfg.model.arch, cfg.model.hidden_mlp, cfg.model.feat_dim, cfg.model.nmb_prototypes)
     model = model.to(device, memory_format=torch.channels_last)
@@ -84,7 +86,7 @@ def synthetic(cfg: PretrainConfig, steps: int, device: torch.device) -> dict:
 
 
 def real(cfg: PretrainConfig, steps: int, shards: str, out: Path, device: torch.device) -> dict:
-    from pretrain.train import train
+    from facesift.pretrain.train import train
     cfg.shards, cfg.out, cfg.max_steps, cfg.log_every, cfg.checkpoint_every = shards, str(out), steps, 10, 10**9
     cfg.data.epoch_size = max(cfg.data.epoch_size, steps * cfg.data.batch_size)
     cfg.optim.epochs = max(1, cfg.optim.epochs)

@@ -21,10 +21,10 @@ from typing import TYPE_CHECKING
 
 from PIL import Image
 
-from curate.crawl_windows import parse_date
+from facesift.curate.crawl_windows import parse_date
 
 if TYPE_CHECKING:
-    from tools.flickr_sandbox import SandboxConfig
+    from facesift.flickr_sandbox import SandboxConfig
 
 IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".gif", ".ppm", ".pgm", ".bmp", ".webp", ".tif", ".tiff"}
 # Flickr's size suffixes the server can hand out, with their longest-side limits.

@@ -24,7 +24,7 @@ def write_shard(path: Path, images: list[tuple[str, object, dict]]) -> Path:
 @pytest.fixture(scope="session")
 def dupset(shared_data, tmp_path_factory):
     """(shard dir, key -> family): photos + all Yale faces + 80 landmark crops, 6 versions each."""
-    from analysis.dupset import build, list_originals
+    from facesift.analysis.dupset import build, list_originals
     root = tmp_path_factory.mktemp("dupset")
     originals = list_originals([("photos", shared_data / "photos", None),
                                 ("yale", shared_data / "yalefaces", None),
@@ -36,8 +36,8 @@ def dupset(shared_data, tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def dup_emb(dupset, tmp_path_factory):
-    from analysis.config import EmbedConfig
-    from analysis.embed import embed_shards
+    from facesift.analysis.config import EmbedConfig
+    from facesift.analysis.embed import embed_shards
     out = tmp_path_factory.mktemp("dupemb")
     embed_shards(dupset[0], out, EmbedConfig(), progress=False)
     return out
@@ -45,8 +45,8 @@ def dup_emb(dupset, tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def dup_redundancy(dup_emb, tmp_path_factory):
-    from analysis.config import RedundancyConfig
-    from analysis.redundancy import run_redundancy
+    from facesift.analysis.config import RedundancyConfig
+    from facesift.analysis.redundancy import run_redundancy
     out = tmp_path_factory.mktemp("dupred")
     summary = run_redundancy(dup_emb, out, RedundancyConfig(), progress=False)
     return out, summary

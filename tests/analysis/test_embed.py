@@ -13,15 +13,15 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from analysis.config import EmbedConfig
-from analysis.embed import embed_shards, hog_embedding, load_embeddings, rank_slice
-from analysis.hashes import compute
+from facesift.analysis.config import EmbedConfig
+from facesift.analysis.embed import embed_shards, hog_embedding, load_embeddings, rank_slice
+from facesift.analysis.hashes import compute
 from tests.analysis.conftest import write_shard
 
 ROOT = Path(__file__).resolve().parents[2]
 SAMPLE = ROOT / "data" / "sample" / "landmarks5" / "images"
 # `facesift embed` without importing every other stage's command module (faster start-up)
-_RUNNER = ("import argparse, sys; from tools.commands import embed; p = argparse.ArgumentParser(); "
+_RUNNER = ("import argparse, sys; from facesift.commands import embed; p = argparse.ArgumentParser(); "
            "embed.register(p.add_subparsers()); a = p.parse_args(sys.argv[1:]); sys.exit(a.func(a))")
 
 
@@ -141,7 +141,7 @@ def test_default_embedding_ignores_brightness_and_contrast():
 def _cli(*args: str) -> int:
     """Our two subcommands, parsed as the `facesift` script would parse them (in-process: fast)."""
     import argparse
-    from tools.commands import embed, redundancy
+    from facesift.commands import embed, redundancy
     parser = argparse.ArgumentParser()
     sub = parser.add_subparsers()
     embed.register(sub)

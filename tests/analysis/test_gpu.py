@@ -4,8 +4,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from analysis.config import EmbedConfig
-from analysis.embed import embed_shards, load_embeddings
+from facesift.analysis.config import EmbedConfig
+from facesift.analysis.embed import embed_shards, load_embeddings
 from tests.analysis.test_embed import _faces
 from tests.analysis.conftest import write_shard
 
@@ -13,7 +13,7 @@ from tests.analysis.conftest import write_shard
 @pytest.mark.gpu
 def test_cuda_backbone_embedding_matches_cpu(tmp_path):
     import torch
-    from pretrain.backbone import build_resnet
+    from facesift.pretrain.backbone import build_resnet
     torch.save(build_resnet("resnet18").state_dict(), tmp_path / "backbone.pt")
     write_shard(tmp_path / "s" / "faces-000000.tar", _faces(24))
     rows = {}

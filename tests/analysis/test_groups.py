@@ -5,9 +5,9 @@ import math
 
 import numpy as np
 
-from analysis.groups import components, groups_from_pairs, semdedup_groups
-from analysis.measures import cluster_stats, dedup_counts, spherical_kmeans
-from analysis.selection import cluster_balanced_splits, read_clusters
+from facesift.analysis.groups import components, groups_from_pairs, semdedup_groups
+from facesift.analysis.measures import cluster_stats, dedup_counts, spherical_kmeans
+from facesift.analysis.selection import cluster_balanced_splits, read_clusters
 
 
 def _unit(v):

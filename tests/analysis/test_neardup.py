@@ -4,9 +4,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from analysis.config import SearchConfig
-from analysis.hashes import hamming_matrix_reference
-from analysis.neardup import brute_force_pairs, hamming_pairs, near_duplicate_pairs
+from facesift.analysis.config import SearchConfig
+from facesift.analysis.hashes import hamming_matrix_reference
+from facesift.analysis.neardup import brute_force_pairs, hamming_pairs, near_duplicate_pairs
 
 
 def planted(n: int, d: int, seed: int) -> np.ndarray:

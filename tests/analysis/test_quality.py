@@ -16,10 +16,10 @@ from __future__ import annotations
 
 import json
 
-from analysis.config import RedundancyConfig
-from analysis.dupset import score, truth_pairs
-from analysis.embed import load_embeddings
-from analysis.redundancy import run_redundancy
+from facesift.analysis.config import RedundancyConfig
+from facesift.analysis.dupset import score, truth_pairs
+from facesift.analysis.embed import load_embeddings
+from facesift.analysis.redundancy import run_redundancy
 
 
 def _groups(out) -> list[dict]:

@@ -7,7 +7,7 @@ import subprocess
 
 import pytest
 
-from analysis.report import SECTIONS
+from facesift.analysis.report import SECTIONS
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",

@@ -9,7 +9,7 @@ from tests.analysis.test_embed import _cli
 
 
 def _split(*args: str) -> int:
-    from tools.commands import shards
+    from facesift.commands import shards
     parser = argparse.ArgumentParser()
     shards.register(parser.add_subparsers())
     ns = parser.parse_args(["shards", "split", *args])
@@ -33,7 +33,7 @@ def test_split_with_redundancy_outputs(tmp_path, caplog):
     s = {f: (tmp_path / "cb" / f"split-{f}.txt").read_text().split() for f in ("1.0", "0.3", "0.1")}
     assert set(s["0.1"]) <= set(s["0.3"]) <= set(s["1.0"]) and len(s["1.0"]) == 100
     assert len(s["0.1"]) == 10
-    from analysis.selection import read_clusters
+    from facesift.analysis.selection import read_clusters
     clusters = read_clusters(red)
     # 10% = one key from each of 10 different k-means clusters (random would repeat big ones)
     assert len({clusters[k] for k in s["0.1"]}) == min(10, len(set(clusters.values())))

@@ -9,8 +9,8 @@ from PIL import Image
 
 @pytest.fixture(scope="session")
 def mtcnn():
-    from curate.config import DetectConfig
-    from curate.detect import MTCNNDetector
+    from facesift.curate.config import DetectConfig
+    from facesift.curate.detect import MTCNNDetector
     return MTCNNDetector(DetectConfig(device="cpu", min_score=0.95))
 
 

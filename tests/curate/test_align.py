@@ -5,9 +5,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from curate.align import align_face, apply_transform, resize_center_crop, similarity_transform, template
-from curate.config import AlignConfig
-from curate.filters import estimate_yaw
+from facesift.curate.align import align_face, apply_transform, resize_center_crop, similarity_transform, template
+from facesift.curate.config import AlignConfig
+from facesift.curate.filters import estimate_yaw
 
 
 def read_pts(path) -> np.ndarray:
@@ -90,7 +90,7 @@ def test_resize_center_crop():
 def test_warp_matches_a_reference_bicubic_and_reads_arrays(shared_data):
     """OpenCV's warp with the pixel-centre conversion lands where PIL's bicubic affine does (same
     coordinate convention), and the array and PIL inputs give the same crop."""
-    from curate.align import _invert, warp
+    from facesift.curate.align import _invert, warp
 
     image = Image.open(shared_data / "photos" / "t1.jpg").convert("RGB")
     lm = np.array([[400, 300], [470, 302], [435, 340], [405, 380], [465, 380]], float)

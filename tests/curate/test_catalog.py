@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from curate.catalog import Catalog
+from facesift.curate.catalog import Catalog
 
 
 def _row(i: int, **kw) -> dict:

@@ -22,17 +22,17 @@ import pytest
 import requests
 from PIL import Image
 
-from curate.catalog import Catalog
-from curate.crawl import CrawlConfig, RetryConfig, crawl
-from curate.crawl_windows import parse_date
-from curate.flickr import CredentialsError
-from tools.flickr_sandbox import FlickrSandbox, SandboxConfig
+from facesift.curate.catalog import Catalog
+from facesift.curate.crawl import CrawlConfig, RetryConfig, crawl
+from facesift.curate.crawl_windows import parse_date
+from facesift.curate.flickr import CredentialsError
+from facesift.flickr_sandbox import FlickrSandbox, SandboxConfig
 
 ROOT = Path(__file__).resolve().parents[2]
 ALL_LICENSES = list(range(11))
 DATES = {"min_date": "2010-01-01", "max_date": "2024-12-31"}
 FAST_RETRY = RetryConfig(attempts=10, base_delay=0.005, max_delay=0.05)
-CRAWL_CMD = [sys.executable, "-m", "tools.commands.crawl"]
+CRAWL_CMD = [sys.executable, "-m", "facesift.commands.crawl"]
 
 
 @pytest.fixture(autouse=True)
@@ -323,7 +323,7 @@ def test_secrets_never_in_logs_config_or_catalog(small, tmp_path):
 def test_catalog_stats_command(big, clean_big, tmp_path, capsys):
     import argparse
 
-    from tools.commands.catalog import run_stats
+    from facesift.commands.catalog import run_stats
     catalog = clean_big[0]
     assert run_stats(argparse.Namespace(catalog=str(catalog), top=3, json=True)) == 0
     stats = json.loads(capsys.readouterr().out)

@@ -9,11 +9,11 @@ import pytest
 import requests
 from flickrapi.exceptions import FlickrError
 
-from curate.crawl_rows import choose_url, opted_out, photo_row
-from curate.crawl_windows import Window, pages_needed, parse_date, parts_needed, uncovered
-from curate.flickr import CredentialsError, credentials, describe, is_fatal, is_retryable
-from curate.ratelimit import TokenBucket
-from curate.retry import RetriesExhausted, backoff_delays, retry_call
+from facesift.curate.crawl_rows import choose_url, opted_out, photo_row
+from facesift.curate.crawl_windows import Window, pages_needed, parse_date, parts_needed, uncovered
+from facesift.curate.flickr import CredentialsError, credentials, describe, is_fatal, is_retryable
+from facesift.curate.ratelimit import TokenBucket
+from facesift.curate.retry import RetriesExhausted, backoff_delays, retry_call
 
 
 @pytest.mark.parametrize("parts", [1, 2, 3, 7, 16])

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from curate.config import DetectConfig
-from curate.detect import Detections, MTCNNDetector, SCRFDDetector, build_detector, parallelism
+from facesift.curate.config import DetectConfig
+from facesift.curate.detect import Detections, MTCNNDetector, SCRFDDetector, build_detector, parallelism
 
 
 def _rgb(path: Path) -> np.ndarray:
@@ -121,8 +121,8 @@ def test_detector_in_its_own_process_matches_in_process(shared_data, monkeypatch
     side by side, errors raised in the caller, a dead child failing calls instead of hanging."""
     import concurrent.futures as cf
 
-    from curate.detect import isolated
-    from curate.detect_process import DetectorProcess
+    from facesift.curate.detect import isolated
+    from facesift.curate.detect_process import DetectorProcess
 
     cfg = DetectConfig(device="cpu", workers=1, threads=1, min_face_px=60)
     assert not isolated(cfg) and isolated(DetectConfig(device="cpu", isolate="on"))

@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from curate.config import DownloadConfig
-from curate.download import Fetcher, SkipPhoto, decode_image, download, ordered_map, sniff
-from tools.flickr_sandbox import FlickrSandbox, SandboxConfig
+from facesift.curate.config import DownloadConfig
+from facesift.curate.download import Fetcher, SkipPhoto, decode_image, download, ordered_map, sniff
+from facesift.flickr_sandbox import FlickrSandbox, SandboxConfig
 
 
 @pytest.fixture(scope="module")
@@ -148,7 +148,7 @@ def test_ordered_map_is_bounded_and_ordered():
 
 def test_decoding_is_capped_at_cpu_slots(sandbox, monkeypatch):
     """Many threads download, but only `cpu_slots` decode at a time (more only fight over the GIL)."""
-    import curate.download as dl
+    import facesift.curate.download as dl
 
     active, peak, lock = [0], [0], threading.Lock()
     real = dl.decode_pil

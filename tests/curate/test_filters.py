@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 from PIL import Image, ImageFilter
 
-from curate.config import FilterConfig
-from curate.detect import Detections
-from curate.filters import (crop_measures, dhash_hex, estimate_yaw, interocular, phash_hex, select_faces,
+from facesift.curate.config import FilterConfig
+from facesift.curate.detect import Detections
+from facesift.curate.filters import (crop_measures, dhash_hex, estimate_yaw, interocular, phash_hex, select_faces,
                             sharp_enough, sharpness)
 
 FRONTAL = np.array([[40, 50], [80, 50], [60, 70], [45, 90], [75, 90]], np.float32)

@@ -16,12 +16,12 @@ import pytest
 import webdataset as wds
 from PIL import Image
 
-from curate.catalog import Catalog
-from curate.config import AlignConfig, CurateConfig, DetectConfig, DownloadConfig
-from curate.pipeline import run_curate
-from shards.index import read_index, shard_urls
-from shards.reader import iter_keys
-from tools.flickr_sandbox import FlickrSandbox, SandboxConfig
+from facesift.curate.catalog import Catalog
+from facesift.curate.config import AlignConfig, CurateConfig, DetectConfig, DownloadConfig
+from facesift.curate.pipeline import run_curate
+from facesift.shards.index import read_index, shard_urls
+from facesift.shards.reader import iter_keys
+from facesift.flickr_sandbox import FlickrSandbox, SandboxConfig
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -114,7 +114,7 @@ def test_rerun_is_idempotent(yale_and_t1):
 # ---- the crawl catalog over HTTP ----------------------------------------------------------------
 
 def test_catalog_from_sandbox_crawl(shared_data, tmp_path, monkeypatch):
-    from curate.crawl import CrawlConfig, crawl
+    from facesift.curate.crawl import CrawlConfig, crawl
     monkeypatch.setenv("FLICKR_API_KEY", "test-key-1234")
     monkeypatch.setenv("FLICKR_API_SECRET", "test-secret-5678")
     sb_cfg = SandboxConfig(photos=str(shared_data / "photos"), queries={"faces": 8}, seed=2,
@@ -208,7 +208,7 @@ def test_exact_duplicates_parts_and_deterministic_bytes(tmp_path):
     per_part = [sum(1 for p in parts.glob(f"faces-p{k}of3-*.tar") for _ in iter_keys(str(p))) for k in range(3)]
     assert all(n > 0 for n in per_part)
     try:
-        from shards.merge import merge_indexes, find_part_indexes
+        from facesift.shards.merge import merge_indexes, find_part_indexes
     except ImportError:
         return
     merge_indexes(find_part_indexes(parts), parts / "index.json")
@@ -269,7 +269,7 @@ def test_kill_9_and_resume_exactly_once(yale_and_t1, tmp_path):
     clean = {k for k in _keys(clean_out) if k.rsplit("_", 1)[0] in {n.replace(".", "-") for n in names}}
     assert len(clean) == 14
     out = tmp_path / "out"
-    cmd = [sys.executable, "-m", "tools.cli", "-q", "curate", "--from-dir", str(src), "--out", str(out),
+    cmd = [sys.executable, "-m", "facesift", "-q", "curate", "--from-dir", str(src), "--out", str(out),
            "--maxcount", "2", "--crop-size", "64", "--workers", "2", "--batch-size", "4",
            "--device", "cpu", "--no-progress", "--set", "detect.min_face_px=60",
            "--set", "download.dedupe=false"]
@@ -302,7 +302,7 @@ def test_kill_9_and_resume_exactly_once(yale_and_t1, tmp_path):
 
 def test_url_lists_txt_csv_parquet(tmp_path):
     import pandas as pd
-    from curate.sources import read_url_list, url_id
+    from facesift.curate.sources import read_url_list, url_id
     urls = ["http://a.example/1.jpg", "https://b.example/x/2.png"]
     (tmp_path / "u.txt").write_text("# my list\n" + "\n".join(urls) + "\n\n")
     pd.DataFrame({"url": urls, "caption": ["a", "b"]}).to_csv(tmp_path / "u.csv", index=False)
@@ -316,7 +316,7 @@ def test_url_lists_txt_csv_parquet(tmp_path):
 
 
 def test_cli_errors_are_clear(tmp_path, capsys):
-    from tools.cli import main
+    from facesift.cli import main
     assert main(["curate", "--out", str(tmp_path / "o")]) == 2  # no source
     assert main(["curate", "--catalog", str(tmp_path / "missing.sqlite"), "--out", str(tmp_path / "o")]) == 2
     assert main(["curate", "--from-dir", str(tmp_path), "--out", str(tmp_path / "o"), "--part", "2/2"]) == 2
@@ -324,7 +324,7 @@ def test_cli_errors_are_clear(tmp_path, capsys):
 
 
 def test_cli_whole_images(tmp_path, capsys):
-    from tools.cli import main
+    from facesift.cli import main
     src = tmp_path / "src"
     src.mkdir()
     for i in range(3):
@@ -340,7 +340,7 @@ def test_cli_whole_images(tmp_path, capsys):
 
 
 def test_part_parsing(monkeypatch):
-    from curate.config import parse_part
+    from facesift.curate.config import parse_part
     assert parse_part("") is None and parse_part("1/4") == (1, 4)
     for bad in ("4/4", "x", "1/0"):
         with pytest.raises(ValueError):
@@ -357,7 +357,7 @@ def test_part_parsing(monkeypatch):
 
 
 def test_ctrl_c_keeps_the_finished_photos(tmp_path, monkeypatch):
-    import curate.pipeline as pipeline
+    import facesift.curate.pipeline as pipeline
     src = tmp_path / "src"
     src.mkdir()
     for i in range(10):
@@ -388,8 +388,8 @@ def test_sigterm_keeps_the_finished_photos_and_exits_143(tmp_path, monkeypatch, 
     already processed are in a complete shard, the rest stay pending for the next run."""
     import signal
 
-    import curate.pipeline as pipeline
-    from tools.cli import main
+    import facesift.curate.pipeline as pipeline
+    from facesift.cli import main
     src = tmp_path / "src"
     src.mkdir()
     for i in range(10):
@@ -476,7 +476,7 @@ def test_detector_workers_give_identical_shards(shared_data, tmp_path):
 
 def _detector_failing_at_call(monkeypatch, n: int, message: str):
     """Make MTCNN's n-th `detect` call raise (a dying detector); returns the real method."""
-    from curate.detect import MTCNNDetector
+    from facesift.curate.detect import MTCNNDetector
 
     real, calls = MTCNNDetector.detect, [0]
 
@@ -493,7 +493,7 @@ def _detector_failing_at_call(monkeypatch, n: int, message: str):
 def test_a_detector_error_stops_the_run_and_loses_nothing(shared_data, tmp_path, monkeypatch):
     """A detector failure (CUDA out of memory, a broken model) is not one photo's problem: the run
     stops, nothing is marked failed, and the same command then finishes every photo once."""
-    from curate.detect import MTCNNDetector
+    from facesift.curate.detect import MTCNNDetector
 
     src = tmp_path / "src"
     src.mkdir()
@@ -516,7 +516,7 @@ def test_a_detector_error_stops_the_run_and_loses_nothing(shared_data, tmp_path,
 def test_rejection_counts_survive_a_crash_exactly(shared_data, tmp_path, monkeypatch):
     """Per-filter rejection totals are stored with each photo's status, so a run that dies with
     processed photos in its open shard, then re-runs them, counts each photo's rejects once."""
-    from curate.detect import MTCNNDetector
+    from facesift.curate.detect import MTCNNDetector
 
     src = tmp_path / "src"
     src.mkdir()

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from finetune.config import FinetuneConfig
+from facesift.finetune.config import FinetuneConfig
 
 ROOT = Path(__file__).resolve().parents[2]
 SAMPLE_LANDMARKS = ROOT / "data" / "sample" / "landmarks5"

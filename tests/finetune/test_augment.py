@@ -8,8 +8,8 @@ import pytest
 import torch
 from PIL import Image
 
-from finetune.augment import AugmentConfig, affine_matrix, random_params, warp
-from finetune.decode import decode_heatmaps, gaussian_heatmaps
+from facesift.finetune.augment import AugmentConfig, affine_matrix, random_params, warp
+from facesift.finetune.decode import decode_heatmaps, gaussian_heatmaps
 
 
 def _dots(points, size=80):
@@ -65,8 +65,8 @@ def test_heatmap_decoding_is_subpixel():
 
 
 def test_68_point_flip_pairs_are_a_mirror_permutation():
-    from finetune.augment import flip_points
-    from finetune.datasets import FLIP_PAIRS
+    from facesift.finetune.augment import flip_points
+    from facesift.finetune.datasets import FLIP_PAIRS
     flat = [i for pair in FLIP_PAIRS[68] for i in pair]
     assert len(flat) == len(set(flat)) and max(flat) < 68
     pts = np.random.default_rng(0).random((68, 2))
@@ -76,8 +76,8 @@ def test_68_point_flip_pairs_are_a_mirror_permutation():
 
 
 def test_pts_face_is_cropped_around_its_landmarks(shared_data):
-    from finetune.augment import AugmentConfig, LandmarkTransform
-    from finetune.datasets import load_image, read_pts_dir
+    from facesift.finetune.augment import AugmentConfig, LandmarkTransform
+    from facesift.finetune.datasets import load_image, read_pts_dir
     rec = next(r for r in read_pts_dir(shared_data / "photos") if r["key"] == "einstein")
     image = load_image(rec["path"])
     x, pts = LandmarkTransform(64, AugmentConfig(), train=False)(image, rec)

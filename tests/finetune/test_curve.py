@@ -6,8 +6,8 @@ import math
 
 import pytest
 
-from finetune import curve
-from tools.cli import main as cli_main
+from facesift.finetune import curve
+from facesift.cli import main as cli_main
 
 
 def _write(folder, init, fraction, seed, nme, task="landmarks"):

@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from finetune import datasets as ds
+from facesift.finetune import datasets as ds
 
 
 def test_landmarks5_list(shared_data):

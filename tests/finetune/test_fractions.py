@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import random
 
-from finetune.fractions import fraction_subset, keyed_subset, validation_split
+from facesift.finetune.fractions import fraction_subset, keyed_subset, validation_split
 
 
 def _records(n=2000):

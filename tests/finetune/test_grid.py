@@ -5,8 +5,8 @@ import json
 
 import pytest
 
-from finetune import datasets, grid
-from finetune.tasks import load_task
+from facesift.finetune import datasets, grid
+from facesift.finetune.tasks import load_task
 
 from .conftest import tiny_cfg
 
@@ -84,8 +84,8 @@ def test_interrupted_grid_resumes(tmp_path, tiny_landmarks, monkeypatch):
 
 
 def test_run_checkpoint_resumes_mid_training(tmp_path, tiny_landmarks):
-    from finetune import trainer
-    from finetune.trainer import HParams
+    from facesift.finetune import trainer
+    from facesift.finetune.trainer import HParams
     cfg = tiny_cfg(tmp_path, task="landmarks", data=str(tiny_landmarks))
     cfg.train.ckpt_every = 2
     task, data = load_task(cfg)
@@ -100,7 +100,7 @@ def test_run_checkpoint_resumes_mid_training(tmp_path, tiny_landmarks):
 
 def test_backbone_init_and_distillation(tmp_path, tiny_landmarks):
     import torch
-    from pretrain.backbone import build_resnet
+    from facesift.pretrain.backbone import build_resnet
     path = tmp_path / "backbone.pt"
     torch.save(build_resnet("resnet18").state_dict(), path)
     cfg = tiny_cfg(tmp_path, task="landmarks", data=str(tiny_landmarks), inits=["scratch", str(path)],
@@ -133,7 +133,7 @@ def test_ranks_split_the_grid():
 
 
 def test_cli_finetune_then_curve(tmp_path, tiny_landmarks, capsys):
-    from tools.cli import main
+    from facesift.cli import main
     out = tmp_path / "cli"
     args = ["finetune", "--task", "landmarks", "--data", str(tiny_landmarks), "--inits", "scratch",
             "--fractions", "1,0.5", "--seeds", "1", "--image-size", "32", "--out", str(out),
@@ -152,8 +152,8 @@ def test_cli_finetune_then_curve(tmp_path, tiny_landmarks, capsys):
 @pytest.mark.gpu
 def test_cuda_bf16_channels_last(tmp_path, tiny_landmarks):
     import torch
-    from finetune import trainer
-    from finetune.trainer import HParams
+    from facesift.finetune import trainer
+    from facesift.finetune.trainer import HParams
     cfg = tiny_cfg(tmp_path, task="landmarks", data=str(tiny_landmarks), image_size=64)
     task, data = load_task(cfg)
     model = trainer.build_model(task, "scratch", "resnet50")
@@ -166,7 +166,7 @@ def test_cuda_bf16_channels_last(tmp_path, tiny_landmarks):
 
 def test_diverging_run_is_counted_failed_not_written(tmp_path, tiny_landmarks, monkeypatch):
     import torch
-    from finetune.tasks import LandmarkTask
+    from facesift.finetune.tasks import LandmarkTask
     monkeypatch.setattr(LandmarkTask, "loss", lambda self, model, out, target: out.float().mean() * torch.nan)
     cfg = tiny_cfg(tmp_path, task="landmarks", data=str(tiny_landmarks), fractions=[1.0])
     assert grid.run_grid(cfg) == {"done": 0, "skipped": 0, "failed": 1, "total": 1}
@@ -180,8 +180,8 @@ def test_a_stop_signal_checkpoints_the_step_and_the_cli_exits_143(tmp_path, tiny
 
     import torch
 
-    from finetune.tasks import LandmarkTask
-    from tools.cli import main
+    from facesift.finetune.tasks import LandmarkTask
+    from facesift.cli import main
 
     out = tmp_path / "cli"
     args = ["finetune", "--task", "landmarks", "--data", str(tiny_landmarks), "--inits", "scratch",

@@ -4,11 +4,11 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from finetune import trainer
-from finetune.heads import CosFaceHead, HeatmapHead, stage_channels, trunk_stages
-from finetune.tasks import load_task
-from finetune.trainer import HParams
-from pretrain.backbone import build_resnet
+from facesift.finetune import trainer
+from facesift.finetune.heads import CosFaceHead, HeatmapHead, stage_channels, trunk_stages
+from facesift.finetune.tasks import load_task
+from facesift.finetune.trainer import HParams
+from facesift.pretrain.backbone import build_resnet
 
 from .conftest import tiny_cfg
 
@@ -57,7 +57,7 @@ def test_regression_head_learns(tmp_path, shared_data):
     # a real regression target: the face's mean brightness by condition (light direction/expression)
     rows = ["path,brightness,lr_contrast"]
     for p in sorted((shared_data / "yalefaces").iterdir())[:30]:
-        from finetune.datasets import load_image
+        from facesift.finetune.datasets import load_image
         arr = np.asarray(load_image(p), np.float32)
         rows.append(f"{p},{arr.mean() / 255:.4f},{arr[:, :160].mean() / 255 - arr[:, 160:].mean() / 255:.4f}")
     (tmp_path / "reg.csv").write_text("\n".join(rows) + "\n")

@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 from sklearn.metrics import f1_score, roc_curve
 
-from finetune import metrics
+from facesift.finetune import metrics
 
 
 def test_icc31_matches_pingouin():

@@ -12,9 +12,9 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 
-from pretrain.config import CropConfig, DataConfig, ModelConfig, OptimConfig, PretrainConfig, SwAVConfig
-from pretrain.swav import distributed_sinkhorn
-from pretrain.train import train
+from facesift.pretrain.config import CropConfig, DataConfig, ModelConfig, OptimConfig, PretrainConfig, SwAVConfig
+from facesift.pretrain.swav import distributed_sinkhorn
+from facesift.pretrain.train import train
 
 
 def main(shards: str, out: str) -> None:

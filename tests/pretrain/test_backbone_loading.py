@@ -5,7 +5,7 @@ import pytest
 import torch
 import torchvision
 
-from pretrain.backbone import build_resnet, clean_state_dict, infer_arch, load_backbone
+from facesift.pretrain.backbone import build_resnet, clean_state_dict, infer_arch, load_backbone
 
 
 @pytest.mark.parametrize("arch", ["resnet18", "resnet50"])

@@ -3,9 +3,9 @@ from __future__ import annotations
 
 import torch
 
-from pretrain.config import CropConfig, DataConfig
-from pretrain.data import StreamState, count_samples, make_loader, read_keys
-from shards.index import shard_urls, write_index
+from facesift.pretrain.config import CropConfig, DataConfig
+from facesift.pretrain.data import StreamState, count_samples, make_loader, read_keys
+from facesift.shards.index import shard_urls, write_index
 from tests.http_files import serve_directory
 from tests.pretrain.conftest import write_shards
 

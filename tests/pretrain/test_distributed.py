@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from pretrain.swav import distributed_sinkhorn
+from facesift.pretrain.swav import distributed_sinkhorn
 from tests.pretrain.conftest import write_shards
 
 ROOT = Path(__file__).resolve().parents[2]

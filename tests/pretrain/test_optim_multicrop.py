@@ -10,10 +10,10 @@ import pytest
 import torch
 from PIL import Image
 
-from pretrain.config import CropConfig
-from pretrain.multicrop import (augment_batch, collate_crops, collate_images, colour_matrix, crop_plan, cut_crops,
+from facesift.pretrain.config import CropConfig
+from facesift.pretrain.multicrop import (augment_batch, collate_crops, collate_images, colour_matrix, crop_plan, cut_crops,
                                 geometric_crops, image_and_boxes, photometric)
-from pretrain.optim import LARS, lr_at, param_groups, scaled_lr
+from facesift.pretrain.optim import LARS, lr_at, param_groups, scaled_lr
 
 
 def test_schedule_warmup_then_cosine_to_final():
@@ -64,7 +64,7 @@ def test_crops_shapes_determinism_and_draft_decode(face_files):
     small_plan = [(16, 0.5, 1.0)]
     fast = geometric_crops(big, small_plan, random.Random(2))[0].astype(float)
     img = Image.open(io.BytesIO(big)).convert("RGB")
-    from pretrain.multicrop import random_resized_box
+    from facesift.pretrain.multicrop import random_resized_box
     box = random_resized_box(640, 640, (0.5, 1.0), random.Random(2))
     slow = np.asarray(img.resize((16, 16), Image.BILINEAR, box=box)).astype(float)
     assert np.abs(fast - slow).mean() < 6

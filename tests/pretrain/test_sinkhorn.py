@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from pretrain.swav import distributed_sinkhorn
+from facesift.pretrain.swav import distributed_sinkhorn
 
 
 def numpy_sinkhorn(scores: np.ndarray, eps: float = 0.05, iters: int = 3) -> np.ndarray:

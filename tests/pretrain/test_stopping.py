@@ -14,10 +14,10 @@ import pytest
 import torch
 import yaml
 
-from tools import stopping
-from tools.stopping import GracefulStop, stop_code
+from facesift.common import stopping
+from facesift.common.stopping import GracefulStop, stop_code
 from tests.pretrain.test_train import tiny
-from tools.config import to_dict
+from facesift.common.config import to_dict
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -79,7 +79,7 @@ def test_signal_checkpoints_the_step_and_resume_continues(face_shards, tmp_path)
     cfg.data.workers = 2
     cfg_file = tmp_path / "tiny.yaml"
     cfg_file.write_text(yaml.safe_dump({"pretrain": to_dict(cfg)}))
-    cmd = [sys.executable, "-m", "pretrain.train", "--shards", str(face_shards), "--out", str(out),
+    cmd = [sys.executable, "-m", "facesift.pretrain.train", "--shards", str(face_shards), "--out", str(out),
            "--config", str(cfg_file)]
 
     # Ctrl-C in a terminal: SIGINT to the whole process group, loader workers included
@@ -110,7 +110,7 @@ def test_checkpoint_from_an_epochs_last_step_resumes_into_the_next_epoch(face_sh
     """A stop (or a kill between the two saves) right after an epoch's last step leaves a
     checkpoint whose stream has used up its epoch; resuming must open the next epoch — not ask
     webdataset for a zero-batch epoch, which it reads as endless — and match a straight run."""
-    from pretrain.train import train
+    from facesift.pretrain.train import train
 
     straight = train(tiny(face_shards, tmp_path / "a", max_steps=4))  # 3 steps per epoch
     train(tiny(face_shards, tmp_path / "b", max_steps=3))
@@ -141,7 +141,7 @@ def test_two_ranks_stop_at_the_same_step(face_shards, tmp_path):
     cfg_file = tmp_path / "tiny.yaml"
     cfg_file.write_text(yaml.safe_dump({"pretrain": to_dict(cfg)}))
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-           "-m", "pretrain.train", "--shards", str(face_shards), "--out", str(out), "--config", str(cfg_file)]
+           "-m", "facesift.pretrain.train", "--shards", str(face_shards), "--out", str(out), "--config", str(cfg_file)]
     status, text = _run_until(cmd, out, 3, lambda p: p.send_signal(signal.SIGTERM))
     assert status != 0 and text.count("SIGTERM received") == 2, text[-3000:]
     ck = torch.load(out / "last.pt", weights_only=False)

@@ -6,7 +6,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from pretrain.swav import (CollapseWatch, SwAVModel, SwAVStats, distributed_sinkhorn, drop_prototype_grads,
+from facesift.pretrain.swav import (CollapseWatch, SwAVModel, SwAVStats, distributed_sinkhorn, drop_prototype_grads,
                            make_queue, normalize_prototypes, swav_loss)
 
 

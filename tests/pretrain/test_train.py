@@ -9,11 +9,11 @@ import torch
 import torchvision
 import yaml
 
-from pretrain.backbone import load_backbone
-from pretrain.config import CropConfig, DataConfig, ModelConfig, OptimConfig, PretrainConfig, SwAVConfig
-from pretrain.train import train
-from tools.cli import main as cli_main
-from tools.config import to_dict
+from facesift.pretrain.backbone import load_backbone
+from facesift.pretrain.config import CropConfig, DataConfig, ModelConfig, OptimConfig, PretrainConfig, SwAVConfig
+from facesift.pretrain.train import train
+from facesift.cli import main as cli_main
+from facesift.common.config import to_dict
 
 
 def tiny(shards, out, **kw) -> PretrainConfig:
@@ -111,7 +111,7 @@ def test_loss_falls_well_below_ln_k_long(face_shards, tmp_path):
 def test_bf16_autocast_on_cpu(face_shards, tmp_path):
     """`amp: true` on a CPU: bf16 autocast where the CPU runs it natively (fp32 elsewhere); the
     codes and the loss stay finite and checkpoints load as usual."""
-    from pretrain.train import bf16_native
+    from facesift.pretrain.train import bf16_native
 
     result = train(tiny(face_shards, tmp_path, max_steps=3, amp=True))
     assert result["steps"] == 3 and math.isfinite(result["loss"])

@@ -15,7 +15,7 @@ import numpy as np
 import webdataset as wds
 from PIL import Image
 
-from shards.index import write_index
+from facesift.shards.index import write_index
 
 
 def jpeg(color: tuple[int, int, int] | None = None, size: int = 32, seed: int = 0) -> bytes:
@@ -79,8 +79,8 @@ def keys_grid(nshards: int, per_shard: int, prefix: str = "p") -> list[list[str]
 
 def reindex(directory: Path) -> None:
     """Recompute sha256 and nsamples of every indexed shard (to isolate decode/structure checks)."""
-    from shards.index import read_index
-    from shards.reader import iter_keys
+    from facesift.shards.index import read_index
+    from facesift.shards.reader import iter_keys
     data = read_index(directory / "index.json")
     for entry in data["shardlist"]:
         path = directory / entry["url"]
@@ -93,7 +93,7 @@ def shards_cli(argv: list[str]) -> int:
     """`facesift shards ...` through this command's own parser (no other command's imports)."""
     import argparse
 
-    from tools.commands import shards as command
+    from facesift.commands import shards as command
     parser = argparse.ArgumentParser(prog="facesift")
     command.register(parser.add_subparsers(dest="command", required=True))
     args = parser.parse_args(argv)

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from shards.contact_sheet import Reservoir, contact_sheet, render_sheet, sample_images
+from facesift.shards.contact_sheet import Reservoir, contact_sheet, render_sheet, sample_images
 from tests.shards.fake_shards import sample, shards_cli, write_shard
 
 

@@ -3,9 +3,9 @@ from __future__ import annotations
 
 import pytest
 
-from shards.format import make_key, sanitize_key
-from shards.index import index_urls, shard_urls, write_index
-from shards.split import in_fraction, key_score
+from facesift.shards.format import make_key, sanitize_key
+from facesift.shards.index import index_urls, shard_urls, write_index
+from facesift.shards.split import in_fraction, key_score
 
 
 def _touch_shards(d, n):

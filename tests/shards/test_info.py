@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import json
 
-from shards.index import write_index
-from shards.info import collect_info, format_info
+from facesift.shards.index import write_index
+from facesift.shards.info import collect_info, format_info
 from tests.shards.fake_shards import make_set, sample, write_shard
 
 

@@ -5,9 +5,9 @@ import json
 
 import pytest
 
-from shards.index import shard_urls, write_index
-from shards.merge import merge_indexes, missing_parts
-from shards.verify import verify
+from facesift.shards.index import shard_urls, write_index
+from facesift.shards.merge import merge_indexes, missing_parts
+from facesift.shards.verify import verify
 from tests.shards.fake_shards import sample, sha256, shards_cli, write_shard
 
 
@@ -91,7 +91,7 @@ def test_missing_parts_detection():
 
 def test_parts_written_by_the_curate_shard_writer(tmp_path):
     """The naming contract with shards/writer.py: its part files merge and verify as they are."""
-    writer_mod = pytest.importorskip("shards.writer")
+    writer_mod = pytest.importorskip("facesift.shards.writer")
     d = tmp_path / "shards"
     for k in (0, 1):
         part = (k, 2)

@@ -5,10 +5,10 @@ import tarfile
 
 import pytest
 
-from shards.index import index_location, read_index, resolve_url, shard_urls
-from shards.info import collect_info
-from shards.reader import iter_keys
-from shards.verify import verify
+from facesift.shards.index import index_location, read_index, resolve_url, shard_urls
+from facesift.shards.info import collect_info
+from facesift.shards.reader import iter_keys
+from facesift.shards.verify import verify
 from tests.http_files import serve_directory
 from tests.shards.fake_shards import keys_grid, make_set
 

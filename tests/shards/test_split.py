@@ -6,7 +6,7 @@ import random
 
 import pytest
 
-from shards.split import check_nested, parse_fractions, read_key_list, split_filename
+from facesift.shards.split import check_nested, parse_fractions, read_key_list, split_filename
 from tests.shards.fake_shards import make_set
 from tests.shards.fake_shards import shards_cli as main
 

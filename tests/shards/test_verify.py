@@ -6,7 +6,7 @@ import tarfile
 
 import pytest
 
-from shards.verify import check_shard, verify
+from facesift.shards.verify import check_shard, verify
 from tests.shards.fake_shards import keys_grid, make_set, reindex, sample, sha256, write_shard
 
 

@@ -10,9 +10,9 @@ import pytest
 import webdataset as wds
 from PIL import Image
 
-from shards.index import read_index
-from shards.reader import iter_keys
-from shards.writer import ShardWriter, part_prefix
+from facesift.shards.index import read_index
+from facesift.shards.reader import iter_keys
+from facesift.shards.writer import ShardWriter, part_prefix
 
 
 def _jpg(seed: int) -> bytes:

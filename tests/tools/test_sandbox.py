@@ -17,7 +17,7 @@ import requests
 from flickrapi.exceptions import FlickrError
 from PIL import Image
 
-from tools.flickr_sandbox import FlickrSandbox, SandboxConfig, split_count
+from facesift.flickr_sandbox import FlickrSandbox, SandboxConfig, split_count
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -215,7 +215,7 @@ def test_catalogue_counts_and_split():
 def test_sandbox_command_errors(sb, tmp_path, capsys):
     import logging
 
-    from tools.commands.sandbox import main
+    from facesift.commands.sandbox import main
     root = logging.getLogger()
     handlers, level = list(root.handlers), root.level
     try:
@@ -231,7 +231,7 @@ def test_sandbox_command_errors(sb, tmp_path, capsys):
 
 def test_sandbox_command_url_file(tmp_path):
     url_file = tmp_path / "sandbox.url"
-    proc = subprocess.Popen([sys.executable, "-m", "tools.flickr_sandbox", "--photos",
+    proc = subprocess.Popen([sys.executable, "-m", "facesift.flickr_sandbox", "--photos",
                              str(ROOT / "data" / "sample" / "photos"), "--count", "50",
                              "--url-file", str(url_file)], cwd=ROOT,
                             env={**os.environ, "PYTHONPATH": str(ROOT)},

@@ -49,7 +49,7 @@ def _table(title: str, counts: dict, total: int, names: dict | None = None) -> l
 
 
 def run_stats(args: argparse.Namespace) -> int:
-    from curate.catalog import Catalog
+    from facesift.curate.catalog import Catalog
 
     path = Path(args.catalog)
     if not path.exists():

@@ -6,7 +6,7 @@ import logging
 import sqlite3
 from pathlib import Path
 
-from tools.config import add_config_args
+from facesift.common.config import add_config_args
 
 log = logging.getLogger(__name__)
 
@@ -40,10 +40,10 @@ def register(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from curate.crawl import CrawlConfig, crawl
-    from curate.flickr import CredentialsError
-    from tools.config import resolve, save_config
-    from tools.logsetup import register_secrets, summary
+    from facesift.curate.crawl import CrawlConfig, crawl
+    from facesift.curate.flickr import CredentialsError
+    from facesift.common.config import resolve, save_config
+    from facesift.common.logsetup import register_secrets, summary
 
     try:
         cfg = resolve(CrawlConfig, args.config, args.overrides, section="crawl",
@@ -85,10 +85,10 @@ def run(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     """`facesift crawl` without discovering every other subcommand (quick start-up for scripts):
-    `python -m tools.commands.crawl [-v] --query faces ...`."""
+    `python -m facesift.commands.crawl [-v] --query faces ...`."""
     import sys
 
-    from tools.logsetup import setup_logging
+    from facesift.common.logsetup import setup_logging
     argv = list(sys.argv[1:] if argv is None else argv)
     verbosity = sum(a == "-v" for a in argv)
     parser = argparse.ArgumentParser(prog="facesift")

@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 import logging
 
-from tools.config import add_config_args
+from facesift.common.config import add_config_args
 
 log = logging.getLogger(__name__)
 
@@ -42,10 +42,10 @@ def register(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from curate.config import CurateConfig
-    from curate.pipeline import run_curate
-    from tools.config import resolve
-    from tools.logsetup import summary
+    from facesift.curate.config import CurateConfig
+    from facesift.curate.pipeline import run_curate
+    from facesift.common.config import resolve
+    from facesift.common.logsetup import summary
 
     def nested(section: str, **values) -> list[str]:
         return [f"{section}.{k}={v}" for k, v in values.items() if v is not None]
@@ -62,7 +62,7 @@ def run(args: argparse.Namespace) -> int:
     except (ValueError, OSError) as exc:
         log.error("bad configuration: %s", exc)
         return 2
-    from tools.stopping import GracefulStop, StopRequested, stop_code
+    from facesift.common.stopping import GracefulStop, StopRequested, stop_code
     try:
         with GracefulStop():
             counts = run_curate(cfg, progress=not args.no_progress)

@@ -20,9 +20,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from finetune.curve import format_table, load_results, plot, summarise
-    from tools.atomic import atomic_write_json
-    from tools.logsetup import summary
+    from facesift.finetune.curve import format_table, load_results, plot, summarise
+    from facesift.common.atomic import atomic_write_json
+    from facesift.common.logsetup import summary
 
     try:
         results = load_results(args.results)

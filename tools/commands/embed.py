@@ -5,7 +5,7 @@ import logging
 import os
 from pathlib import Path
 
-from tools.config import add_config_args
+from facesift.common.config import add_config_args
 
 log = logging.getLogger("facesift.embed")
 
@@ -43,10 +43,10 @@ def _init_distributed() -> None:
 
 
 def run(args) -> int:
-    from analysis.config import EmbedConfig
-    from analysis.embed import EmbedError, embed_shards
-    from tools.config import resolve, save_config
-    from tools.logsetup import summary
+    from facesift.analysis.config import EmbedConfig
+    from facesift.analysis.embed import EmbedError, embed_shards
+    from facesift.common.config import resolve, save_config
+    from facesift.common.logsetup import summary
     try:
         cfg = resolve(EmbedConfig, args.config, args.overrides, section="embed", backbone=args.backbone,
                       arch=args.arch, embedding=args.embedding, batch_size=args.batch_size,

@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 import logging
 
-from tools.config import add_config_args
+from facesift.common.config import add_config_args
 
 log = logging.getLogger("facesift.finetune")
 
@@ -42,10 +42,10 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from finetune.config import FinetuneConfig
-    from finetune.grid import run_grid
-    from tools.config import resolve, save_config
-    from tools.logsetup import summary
+    from facesift.finetune.config import FinetuneConfig
+    from facesift.finetune.grid import run_grid
+    from facesift.common.config import resolve, save_config
+    from facesift.common.logsetup import summary
     from pathlib import Path
 
     fields = {k: getattr(args, k) for k in ("task", "data", "test", "pairs", "inits", "arch", "fractions",
@@ -58,7 +58,7 @@ def run(args: argparse.Namespace) -> int:
         log.error("%s", exc)
         return 2
     save_config(cfg, Path(cfg.out) / "config.yaml")
-    from tools.stopping import GracefulStop, StopRequested, stop_code
+    from facesift.common.stopping import GracefulStop, StopRequested, stop_code
     try:
         with GracefulStop():
             counts = run_grid(cfg)

@@ -16,11 +16,11 @@ def register(subparsers) -> None:
         description="SwAV pretraining from webdataset shards. Writes OUT/last.pt (resume state), "
                     "OUT/backbone.pt (torchvision ResNet state_dict), OUT/metrics.csv, OUT/tb/.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    from pretrain.config import add_args
+    from facesift.pretrain.config import add_args
     add_args(p)
     p.add_argument("--nproc", type=int, default=1,
                    help="processes on this machine (one per GPU; gloo on CPU): launches "
-                        "`python -m torch.distributed.run --nproc_per_node=N -m pretrain.train`")
+                        "`python -m torch.distributed.run --nproc_per_node=N -m facesift.pretrain.train`")
     p.set_defaults(func=run)
 
 
@@ -44,14 +44,14 @@ def _forwarded(args: argparse.Namespace) -> list[str]:
 def run(args: argparse.Namespace) -> int:
     if args.nproc > 1 and "WORLD_SIZE" not in os.environ:
         cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone",
-               f"--nproc_per_node={args.nproc}", "-m", "pretrain.train", *_forwarded(args)]
+               f"--nproc_per_node={args.nproc}", "-m", "facesift.pretrain.train", *_forwarded(args)]
         log.info("launching %d processes: %s", args.nproc, " ".join(cmd))
-        from tools.stopping import install_forwarding
+        from facesift.common.stopping import install_forwarding
         child = subprocess.Popen(cmd)
         restore = install_forwarding(child.pid)  # a scheduler's SIGTERM reaches torchrun, which tells the workers
         try:
             return child.wait()
         finally:
             restore()
-    from pretrain.train import run_from_args
+    from facesift.pretrain.train import run_from_args
     return run_from_args(args)

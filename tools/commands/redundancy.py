@@ -4,7 +4,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from tools.config import add_config_args
+from facesift.common.config import add_config_args
 
 log = logging.getLogger("facesift.redundancy")
 
@@ -32,11 +32,11 @@ def register(subparsers) -> None:
 
 
 def run(args) -> int:
-    from analysis.config import EmbedConfig, RedundancyConfig
-    from analysis.embed import EmbedError, embed_shards
-    from analysis.redundancy import run_redundancy
-    from tools.config import resolve, save_config
-    from tools.logsetup import summary
+    from facesift.analysis.config import EmbedConfig, RedundancyConfig
+    from facesift.analysis.embed import EmbedError, embed_shards
+    from facesift.analysis.redundancy import run_redundancy
+    from facesift.common.config import resolve, save_config
+    from facesift.common.logsetup import summary
     try:
         cfg = resolve(RedundancyConfig, args.config, args.overrides, section="redundancy", by=args.by,
                       threshold=args.threshold, hamming=args.hamming, grouping=args.grouping, keep=args.keep,

@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 import logging
 
-from tools.config import add_config_args
+from facesift.common.config import add_config_args
 
 log = logging.getLogger(__name__)
 
@@ -42,8 +42,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from tools.config import resolve
-    from tools.flickr_sandbox import SandboxConfig, serve_forever, split_count
+    from facesift.common.config import resolve
+    from facesift.flickr_sandbox import SandboxConfig, serve_forever, split_count
 
     queries = split_count(args.count, args.query or ["faces"])
     try:
@@ -70,8 +70,8 @@ def run(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """`python -m tools.flickr_sandbox ...` without going through the `facesift` script."""
-    from tools.logsetup import setup_logging
+    """`python -m facesift.flickr_sandbox ...` without going through the `facesift` script."""
+    from facesift.common.logsetup import setup_logging
     parser = argparse.ArgumentParser(prog="flickr_sandbox")
     add_arguments(parser)
     setup_logging()

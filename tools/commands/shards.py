@@ -15,8 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from tools.config import add_config_args, resolve, to_dict
-from tools.logsetup import summary
+from facesift.common.config import add_config_args, resolve, to_dict
+from facesift.common.logsetup import summary
 
 log = logging.getLogger("facesift.shards")
 DEFAULT_SHARDS = "work/shards"
@@ -76,7 +76,7 @@ def _spec(args: argparse.Namespace) -> str:
 
 @_clean_errors
 def run_info(args: argparse.Namespace) -> int:
-    from shards.info import collect_info, format_info
+    from facesift.shards.info import collect_info, format_info
 
     cfg = resolve(InfoConfig, args.config, args.overrides, section="info", workers=args.workers)
     info = collect_info(_spec(args), workers=_workers(cfg.workers), progress=not args.json)
@@ -93,7 +93,7 @@ def run_info(args: argparse.Namespace) -> int:
 
 @_clean_errors
 def run_verify(args: argparse.Namespace) -> int:
-    from shards.verify import verify
+    from facesift.shards.verify import verify
 
     cfg = resolve(VerifyConfig, args.config, args.overrides, section="verify", workers=args.workers,
                   decode=False if args.no_decode else None)
@@ -102,7 +102,7 @@ def run_verify(args: argparse.Namespace) -> int:
         log.warning("%s", warning)
     records = [{"shard": p.shard, "key": p.key, "problem": p.what} for p in report.problems]
     if args.report:
-        from tools.atomic import atomic_write_json
+        from facesift.common.atomic import atomic_write_json
         atomic_write_json(args.report, {"ok": report.ok, "shards": len(report.shards),
                                         "samples": report.nsamples, "problems": records,
                                         "warnings": report.warnings})
@@ -129,7 +129,7 @@ def run_verify(args: argparse.Namespace) -> int:
 
 def _random_method(keys: list[str], fractions: list[float], cfg: SplitConfig,
                    args: argparse.Namespace) -> dict[float, list[str]]:
-    from shards.split import random_splits
+    from facesift.shards.split import random_splits
     return random_splits(keys, fractions, cfg.seed)
 
 
@@ -142,7 +142,7 @@ SPLIT_METHODS: dict[str, Callable[..., dict[float, list[str]]]] = {"random": _ra
 def _cluster_balanced_method(keys: list[str], fractions: list[float], cfg: SplitConfig,
                              args: argparse.Namespace) -> dict[float, list[str]]:
     """Round-robin over `facesift redundancy` k-means clusters (analysis/selection.py)."""
-    from analysis.selection import cluster_balanced_splits, read_clusters
+    from facesift.analysis.selection import cluster_balanced_splits, read_clusters
     if not cfg.clusters:
         raise ValueError("--method cluster-balanced needs --clusters (clusters.tsv or a `facesift redundancy` "
                          "output directory)")
@@ -156,8 +156,8 @@ def collect_keys(spec: str, progress: bool = True) -> list[str]:
     """All keys in index order, reading tar headers only; a repeated key is kept once (verify names it)."""
     from tqdm import tqdm
 
-    from shards.index import shard_urls
-    from shards.reader import iter_keys
+    from facesift.shards.index import shard_urls
+    from facesift.shards.reader import iter_keys
 
     keys: list[str] = []
     seen: set[str] = set()
@@ -176,7 +176,7 @@ def collect_keys(spec: str, progress: bool = True) -> list[str]:
 
 @_clean_errors
 def run_split(args: argparse.Namespace) -> int:
-    from shards.split import parse_fractions, read_key_list, write_splits
+    from facesift.shards.split import parse_fractions, read_key_list, write_splits
 
     cfg = resolve(SplitConfig, args.config, args.overrides, section="split", fractions=args.fractions,
                   seed=args.seed, method=args.method, exclude=args.exclude,
@@ -211,7 +211,7 @@ def run_split(args: argparse.Namespace) -> int:
 
 @_clean_errors
 def run_sample(args: argparse.Namespace) -> int:
-    from shards.contact_sheet import contact_sheet
+    from facesift.shards.contact_sheet import contact_sheet
 
     cfg = resolve(SampleConfig, args.config, args.overrides, section="sample", seed=args.seed,
                   cell=args.cell, cols=args.cols, captions=False if args.no_captions else None)
@@ -225,7 +225,7 @@ def run_sample(args: argparse.Namespace) -> int:
 
 @_clean_errors
 def run_merge(args: argparse.Namespace) -> int:
-    from shards.merge import find_part_indexes, merge_indexes
+    from facesift.shards.merge import find_part_indexes, merge_indexes
 
     paths: list[Path] = []
     for item in args.parts:

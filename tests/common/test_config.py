@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tools.config import resolve, save_config, secret, to_dict
+from facesift.common.config import resolve, save_config, secret, to_dict
 
 
 @dataclasses.dataclass

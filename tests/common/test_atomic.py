@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from tools.atomic import atomic_write, atomic_write_json, remove_stale_temps
+from facesift.common.atomic import atomic_write, atomic_write_json, remove_stale_temps
 
 
 def test_replaces_whole_file(tmp_path):

@@ -17,7 +17,7 @@ from typing import Any, TypeVar
 
 import yaml
 
-from tools.atomic import atomic_write_text
+from facesift.common.atomic import atomic_write_text
 
 T = TypeVar("T")
 REDACTED = "***"

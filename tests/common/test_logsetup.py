@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import logging
 
-from tools.logsetup import register_secrets, setup_logging, summary
+from facesift.common.logsetup import register_secrets, setup_logging, summary
 
 
 def test_secret_scrubbed_from_messages_and_tracebacks(capsys):
