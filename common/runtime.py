@@ -1,0 +1,43 @@
+"""Which process this is (rank, world size, local rank) and which device it should use.
+
+torchrun describes a job in the environment; every stage that can run under it reads the same
+variables here, before any process group exists (the splitters, the device choice) or without
+one at all (`facesift finetune` ranks split a grid of independent runs).
+"""
+from __future__ import annotations
+
+import os
+from typing import NamedTuple
+
+
+class Rank(NamedTuple):
+    rank: int
+    world_size: int
+    local_rank: int
+
+
+def env_rank() -> Rank:
+    """This process's place in a torchrun job; (0, 1, 0) outside one."""
+    return Rank(int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1")),
+                int(os.environ.get("LOCAL_RANK", "0")))
+
+
+def resolve_device(spec: str = "auto") -> str:
+    """"auto" → this process's GPU (cuda:LOCAL_RANK) when there is one, else "cpu"; an explicit
+    CUDA device without CUDA is an error rather than a silent fall back to a 50× slower run."""
+    import torch
+
+    if spec == "auto":
+        if torch.cuda.is_available():
+            return f"cuda:{env_rank().local_rank % torch.cuda.device_count()}"
+        return "cpu"
+    if spec.startswith("cuda") and not torch.cuda.is_available():
+        raise RuntimeError(f"device {spec!r} requested but CUDA is not available")
+    return spec
+
+
+def process_group_world() -> int:
+    """World size of the initialised process group, 1 without one."""
+    import torch.distributed as dist
+
+    return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
