@@ -17,10 +17,9 @@ import numpy as np
 import torch
 from PIL import Image
 
+from facesift.common.images import IMAGENET_MEAN as MEAN, IMAGENET_STD as STD
 from facesift.finetune.datasets import FLIP_PAIRS
 
-MEAN = (0.485, 0.456, 0.406)
-STD = (0.229, 0.224, 0.225)
 
 
 @dataclass

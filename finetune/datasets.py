@@ -24,11 +24,11 @@ from typing import Callable, Sequence
 import numpy as np
 from PIL import Image
 
+from facesift.common.images import IMAGE_SUFFIXES
 from facesift.shards.format import sanitize_key
 
 log = logging.getLogger(__name__)
 
-IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".gif", ".bmp", ".ppm", ".pgm", ".webp", ".tif", ".tiff")
 # left/right correspondences for horizontal flips
 FLIP_PAIRS = {
     5: [(0, 1), (3, 4)],
@@ -114,7 +114,7 @@ def read_pts_dir(root: str | Path, box_margin: float = 1.3) -> list[dict]:
     root = Path(root)
     records = []
     for pts in sorted(root.rglob("*.pts")):
-        image = next((pts.with_suffix(e) for e in IMAGE_EXTS if pts.with_suffix(e).exists()), None)
+        image = next((pts.with_suffix(e) for e in sorted(IMAGE_SUFFIXES) if pts.with_suffix(e).exists()), None)
         if image is None:
             log.warning("%s: no image beside it, skipped", pts)
             continue
@@ -259,7 +259,7 @@ def list_images(path: str | Path) -> list[dict]:
     """Unlabelled records: every image under a folder (recursive), or the paths in a list file."""
     path = Path(path)
     if path.is_dir():
-        files = sorted(p for p in path.rglob("*") if p.suffix.lower() in IMAGE_EXTS)
+        files = sorted(p for p in path.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
         records = [{"key": record_key(str(p.relative_to(path))), "path": str(p), "target": None} for p in files]
     elif path.is_file():
         records = []

@@ -14,20 +14,21 @@ search (shared by the seeds, cached on disk) runs once.
 from __future__ import annotations
 
 import logging
-import os
 import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from facesift.common.atomic import atomic_write_json, remove_stale_temps
+from facesift.common.config import to_dict
+from facesift.common.progress import progress
+from facesift.common.runtime import env_rank
 from facesift.finetune import distill as distill_mod
 from facesift.finetune import trainer
 from facesift.finetune.config import FinetuneConfig, file_digest, stable_hash
 from facesift.finetune.fractions import fraction_subset, keyed_subset, parse_fraction_keys, read_key_list
 from facesift.finetune.search import search
 from facesift.finetune.tasks import TaskData, load_task
-from facesift.common.atomic import atomic_write_json, remove_stale_temps
-from facesift.common.config import to_dict
 
 log = logging.getLogger(__name__)
 
@@ -135,8 +136,9 @@ def run_grid(cfg: FinetuneConfig, rank: int | None = None, world: int | None = N
     if cfg.arch == "auto":   # resolved before hashing: a run's identity names the real architecture
         import torch
         cfg.arch = "resnet50" if torch.cuda.is_available() else "resnet18"
-    rank = int(os.environ.get("RANK", 0)) if rank is None else rank
-    world = int(os.environ.get("WORLD_SIZE", 1)) if world is None else world
+    here = env_rank()
+    rank = here.rank if rank is None else rank
+    world = here.world_size if world is None else world
     out = Path(cfg.out)
     (out / "results").mkdir(parents=True, exist_ok=True)
     remove_stale_temps(out / "results")
@@ -150,8 +152,7 @@ def run_grid(cfg: FinetuneConfig, rank: int | None = None, world: int | None = N
     digests: dict = {}
     runs = rank_runs(plan(cfg), rank, world, by_data_point=cfg.trials > 1)
     counts = {"done": 0, "skipped": 0, "failed": 0, "total": len(runs)}
-    from tqdm import tqdm
-    for run in tqdm(runs, desc=f"finetune[{rank}]" if world > 1 else "finetune", unit="run"):
+    for run in progress(runs, desc=f"finetune[{rank}]" if world > 1 else "finetune", unit="run"):
         init_id = _init_identity(run.init, cfg.arch, digests)
         key = stable_hash(run_identity(cfg, data, run, init_id))
         if (out / "results" / f"{key}.json").exists():

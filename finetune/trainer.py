@@ -18,7 +18,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
-import os
 import random
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,11 +28,13 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
+from facesift.common.progress import progress as progress_bar
+from facesift.common.runtime import resolve_device
+from facesift.common.stopping import StopRequested, ignore_in_worker, requested
 from facesift.finetune.config import TrainConfig
 from facesift.finetune.datasets import RecordDataset
 from facesift.finetune.heads import TaskModel
 from facesift.pretrain.backbone import build_resnet, load_backbone
-from facesift.common.stopping import StopRequested, ignore_in_worker, requested
 
 log = logging.getLogger(__name__)
 _SYNC_EVERY = 20   # steps between reading losses back from the device
@@ -50,11 +51,7 @@ class HParams:
 
 
 def pick_device(spec: str = "auto") -> torch.device:
-    if spec != "auto":
-        return torch.device(spec)
-    if torch.cuda.is_available():
-        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)) % torch.cuda.device_count())
-    return torch.device("cpu")
+    return torch.device(resolve_device(spec))
 
 
 def build_trunk(init: str, arch: str) -> nn.Module:
@@ -160,8 +157,7 @@ def train(model: TaskModel, task, records: list[dict], hp: HParams, cfg: TrainCo
     model.train()
     bar = None
     if progress:
-        from tqdm import tqdm
-        bar = tqdm(total=hp.steps, initial=start, desc="train", leave=False, unit="step")
+        bar = progress_bar(total=hp.steps, initial=start, desc="train", leave=False, unit="step")
     pending: list[torch.Tensor] = []
     for step in range(start, hp.steps):
         x, y = next(data)

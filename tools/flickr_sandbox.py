@@ -15,7 +15,7 @@ connections), and fixed `/bad/...` routes give downloaders broken inputs to surv
     with FlickrSandbox(SandboxConfig(photos="data/sample/photos", queries={"faces": 300})) as sb:
         os.environ["FACESIFT_FLICKR_API_URL"] = sb.api_url
 
-Run it by hand with `facesift sandbox --photos DIR --count N` (or `python -m facesift.flickr_sandbox`).
+Run it by hand with `facesift sandbox --photos DIR --count N` (or `python -m facesift sandbox ...`).
 """
 from __future__ import annotations
 
@@ -30,18 +30,16 @@ import re
 import threading
 import time
 import urllib.parse
-from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 from PIL import Image, ImageEnhance
 
 from facesift.curate.crawl_windows import parse_date
+from facesift.sandbox_config import FAULT_KINDS, SandboxConfig
 from facesift.sandbox_photos import SandboxPhoto, Variant, build_catalogue, huge_png, tokens
 
 log = logging.getLogger(__name__)
-
-FAULT_KINDS = ("105", "201", "500", "503", "drop", "slow")
 
 _ERRORS = {
     "100k": (100, "Invalid API Key (Key has invalid format)"),
@@ -51,31 +49,6 @@ _ERRORS = {
     "3": (3, "Parameterless searches have been disabled. Please use flickr.photos.getRecent instead."),
     "112": (112, "Method not found"),
 }
-
-
-@dataclass
-class SandboxConfig:
-    photos: str = "data/sample/photos"            # folder of real images, reused under many ids
-    queries: dict[str, int] = field(default_factory=lambda: {"faces": 300})  # keyword -> matches
-    unrelated: int = 0                            # photos matching none of the keywords
-    overlap: float = 0.1                          # share of each later keyword's photos that also match an earlier one
-    seed: int = 0
-    min_date: str = "2010-01-01"                  # upload dates spread over [min_date, max_date]
-    max_date: str = "2024-12-31"
-    no_cv_rate: float = 0.03                      # photos tagged with the `no_cv` opt-out
-    no_url_c_rate: float = 0.05                   # photos without an 800 px size (client must fall back)
-    burst_share: float = 0.3                      # photos uploaded in bursts by a few owners
-    bad_key: str = "bad-key"                      # this API key gets code 100; any other key works
-    ignore_license: bool = False                  # return every licence, like a misbehaving server
-    variants: bool = True                         # per-id image variants (False: exact source bytes)
-    slow_seconds: float = 10.0                    # delay of /bad/slow.jpg
-    fault_rate: float = 0.0                       # share of API calls that fail ...
-    fault_kinds: list[str] = field(default_factory=lambda: list(FAULT_KINDS))  # ... in these ways
-    slow_api_seconds: float = 2.0                 # delay of a "slow" API fault
-    cap: int = 4000                               # results a single query can reach
-    max_per_page: int = 500
-    host: str = "127.0.0.1"
-    port: int = 0                                 # 0: a free port
 
 
 class FlickrSandbox:
@@ -473,9 +446,3 @@ def serve_forever(config: SandboxConfig, url_file: str | Path | None = None) -> 
     finally:
         sb.stop()
 
-
-if __name__ == "__main__":
-    import sys
-
-    from facesift.commands.sandbox import main as _main
-    sys.exit(_main(sys.argv[1:]))

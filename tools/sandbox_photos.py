@@ -24,7 +24,7 @@ from PIL import Image
 from facesift.curate.crawl_windows import parse_date
 
 if TYPE_CHECKING:
-    from facesift.flickr_sandbox import SandboxConfig
+    from facesift.sandbox_config import SandboxConfig
 
 IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".gif", ".ppm", ".pgm", ".bmp", ".webp", ".tif", ".tiff"}
 # Flickr's size suffixes the server can hand out, with their longest-side limits.

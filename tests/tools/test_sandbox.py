@@ -231,7 +231,7 @@ def test_sandbox_command_errors(sb, tmp_path, capsys):
 
 def test_sandbox_command_url_file(tmp_path):
     url_file = tmp_path / "sandbox.url"
-    proc = subprocess.Popen([sys.executable, "-m", "facesift.flickr_sandbox", "--photos",
+    proc = subprocess.Popen([sys.executable, "-m", "facesift", "sandbox", "--photos",
                              str(ROOT / "data" / "sample" / "photos"), "--count", "50",
                              "--url-file", str(url_file)], cwd=ROOT,
                             env={**os.environ, "PYTHONPATH": str(ROOT)},

@@ -68,11 +68,3 @@ def run(args: argparse.Namespace) -> int:
         log.info("sandbox stopped")
     return 0
 
-
-def main(argv: list[str] | None = None) -> int:
-    """`python -m facesift.flickr_sandbox ...` without going through the `facesift` script."""
-    from facesift.common.logsetup import setup_logging
-    parser = argparse.ArgumentParser(prog="flickr_sandbox")
-    add_arguments(parser)
-    setup_logging()
-    return run(parser.parse_args(argv))
