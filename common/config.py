@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import math
 import os
 import types
 import typing
@@ -26,6 +27,29 @@ REDACTED = "***"
 def secret(default: Any = None) -> Any:
     """A dataclass field whose value is redacted whenever the config is shown or saved."""
     return dataclasses.field(default=default, metadata={"secret": True})
+
+
+def bounded(default: Any, lo: float | None = None, hi: float | None = None) -> Any:
+    """A numeric field that must lie in [lo, hi] (either end open when None).
+
+    Checked when the config is resolved, so a bad value stops the command (exit 2) before any
+    work starts, instead of a batch of zero dividing by itself an hour in. NaN never passes.
+    """
+    return dataclasses.field(default=default, metadata={"range": (lo, hi)})
+
+
+def check_range(value: Any, lo: float | None, hi: float | None, where: str) -> None:
+    """The check `bounded` fields get; for values a config cannot declare (a CLI-only flag)."""
+    if value is None:
+        return
+    values = value if isinstance(value, (list, tuple)) else [value]
+    for v in values:
+        if isinstance(v, float) and math.isnan(v):
+            raise ValueError(f"{where}: NaN is not a value")
+        if (lo is not None and v < lo) or (hi is not None and v > hi):
+            span = (f"between {lo:g} and {hi:g}" if lo is not None and hi is not None
+                    else f"at least {lo:g}" if lo is not None else f"at most {hi:g}")
+            raise ValueError(f"{where}: {v!r} is out of range (must be {span})")
 
 
 def add_config_args(parser: argparse.ArgumentParser) -> None:
@@ -89,11 +113,23 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
                 return False
             raise ValueError(f"{where}: expected a boolean, got {value!r}")
         return bool(value)
-    if tp in (int, float):
+    if tp is int:
+        if isinstance(value, float) and value.is_integer():
+            return int(value)  # "2e3" from YAML, 4.0 from arithmetic
+        if isinstance(value, bool) or not isinstance(value, int):
+            try:
+                number = float(str(value).strip())  # "12", "2e3"; "1.5" is refused, not rounded
+            except ValueError:
+                number = math.nan
+            if isinstance(value, bool) or not number.is_integer():
+                raise ValueError(f"{where}: expected a whole number, got {value!r}")
+            return int(number)
+        return value
+    if tp is float:
         try:
-            return tp(value)
+            return float(value)
         except (TypeError, ValueError):
-            raise ValueError(f"{where}: expected {tp.__name__}, got {value!r}") from None
+            raise ValueError(f"{where}: expected float, got {value!r}") from None
     if tp is str:
         return str(value)
     if tp is Path:
@@ -109,6 +145,9 @@ def _build(cls: type[T], data: dict, where: str = "") -> T:
         raise ValueError(f"unknown config key(s) {sorted(unknown)} in {where or cls.__name__}; "
                          f"known: {sorted(names)}")
     kwargs = {k: _coerce(v, hints[k], f"{where}.{k}" if where else k) for k, v in data.items()}
+    for f in dataclasses.fields(cls):
+        if "range" in f.metadata and f.name in kwargs:
+            check_range(kwargs[f.name], *f.metadata["range"], f"{where}.{f.name}" if where else f.name)
     return cls(**kwargs)
 
 

@@ -2,12 +2,13 @@
 from __future__ import annotations
 
 import dataclasses
+import re
 from pathlib import Path
 
 import pytest
 import yaml
 
-from facesift.common.config import resolve, save_config, secret, to_dict
+from facesift.common.config import bounded, resolve, save_config, secret, to_dict
 
 
 @dataclasses.dataclass
@@ -75,3 +76,28 @@ def test_saved_config_redacts_secrets(tmp_path):
     assert "hunter2" not in text and "***" in text
     assert to_dict(cfg)["api_secret"] == "***"
     assert yaml.safe_load(text)["model"]["arch"] == "resnet18"
+
+
+# ---------------------------------------------------------------- ranges and whole numbers
+
+@dataclasses.dataclass
+class _Ranged:
+    batch: int = bounded(32, 1)
+    threshold: float = bounded(0.85, -1.0, 1.0)
+    steps: int = 10
+
+
+@pytest.mark.parametrize("override, message", [
+    ("batch=0", "batch: 0 is out of range (must be at least 1)"),
+    ("threshold=5", "threshold: 5.0 is out of range (must be between -1 and 1)"),
+    ("threshold=nan", "threshold: NaN is not a value"),
+    ("steps=1.5", "steps: expected a whole number, got 1.5"),
+    ("steps=true", "steps: expected a whole number"),
+])
+def test_out_of_range_and_fractional_values_are_refused(override, message):
+    with pytest.raises(ValueError, match=re.escape(message)):
+        resolve(_Ranged, overrides=[override])
+
+
+def test_whole_numbers_written_as_floats_are_accepted():
+    assert resolve(_Ranged, overrides=["steps=2e3", "batch=4.0"]) == _Ranged(batch=4, steps=2000)
