@@ -63,8 +63,15 @@ def test_regression_head_learns(tmp_path, shared_data):
     (tmp_path / "reg.csv").write_text("\n".join(rows) + "\n")
     for loss in ("l2", "ccc"):
         cfg = tiny_cfg(tmp_path, task="regression", data=str(tmp_path / "reg.csv"), regression_loss=loss)
-        task, model, data, losses = _fit(cfg, steps=20 if loss == "l2" else 12)
-        assert _falls(losses) if loss == "l2" else np.mean(losses[-4:]) < np.mean(losses[:4]), (loss, losses)
+        if loss == "l2":
+            # 40 steps at 3e-3 memorise the 16 records on any CPU kernel and thread count (last
+            # losses 0.03-0.09 with 1 and 2 threads); 20 steps at 1e-3 left a curve of noise
+            # around 0.8 whose trend depended on the machine.
+            task, model, data, losses = _fit(cfg, steps=40, lr=3e-3)
+            assert _falls(losses) and np.mean(losses[-5:]) < 0.3, (loss, losses)
+        else:
+            task, model, data, losses = _fit(cfg, steps=12)
+            assert np.mean(losses[-4:]) < np.mean(losses[:4]), (loss, losses)
         m = trainer.evaluate(model, task, data.test, cfg.train)
         assert {"icc", "ccc", "rmse", "pearson", "icc[brightness]"} <= set(m)
 
