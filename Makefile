@@ -6,7 +6,7 @@ PIP    := $(PY) -m pip
 STAMP  := $(VENV)/.facesift-installed
 WORK   ?= work
 
-.PHONY: demo test test-all setup browser clean bench
+.PHONY: demo test test-all setup browser clean
 
 setup: $(STAMP)
 
