@@ -283,8 +283,8 @@ class Crawler:
         self._bar = None
         self._roots = set(roots)  # a probe of the only root sizes the progress bar
         if self.progress:
-            from tqdm import tqdm
-            self._bar = tqdm(desc=f"crawl {query!r}", unit="photo", dynamic_ncols=True,
+            from facesift.common.progress import progress
+            self._bar = progress(desc=f"crawl {query!r}", unit="photo", dynamic_ncols=True,
                              total=(self.cfg.limit - self._catalogued) if self.cfg.limit else None)
         try:
             with ThreadPoolExecutor(max_workers=max(1, self.cfg.threads),
@@ -342,3 +342,13 @@ def crawl(cfg: CrawlConfig, progress: bool = True) -> collections.Counter:
                 raise CredentialsError(f"the API refused the key: {describe(exc)} "
                                        f"(check FLICKR_API_KEY / api_key)") from exc
             raise
+
+
+def summary_fields(stats: collections.Counter) -> dict:
+    """The fields of the `crawl:` summary line, in order (the CLI adds `catalog`)."""
+    return {"new": stats["photos_new"], "duplicates": stats["duplicates"],
+            "rejected_license": stats["rejected_license"], "rejected_no_cv": stats["rejected_no_cv"],
+            "no_url": stats["rejected_no_url"], "windows_done": stats["windows_done"],
+            "windows_split": stats["windows_split"], "windows_skipped": stats["windows_skipped"],
+            "windows_failed": stats["windows_failed"], "api_calls": stats["api_calls"],
+            "ideal_calls": stats["ideal_calls"], "retries": stats["retries"]}

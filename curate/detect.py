@@ -6,58 +6,28 @@ Backends:
 - `scrfd`  insightface SCRFD / RetinaFace ONNX models via onnxruntime (CUDA provider when
            present), loaded from a local file: weights cannot be downloaded here.
 
-Landmark order everywhere: left eye, right eye, nose tip, left mouth corner, right mouth corner
-(image left/right as seen by the viewer), in source-image pixels.
+`Detections` and the `Detector` interface live in detections.py (landmark order there). A
+detector in a process of its own is detect_process.py: it is handed `build_backend` to call in
+its child, so it needs nothing from this module (no import loop).
 """
 from __future__ import annotations
 
 import logging
 import os
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
 
 import numpy as np
 from PIL import Image
 
+from facesift.common.runtime import resolve_device
 from facesift.curate.config import DetectConfig
+from facesift.curate.detect_process import DetectorProcess
+from facesift.curate.detections import Detections, Detector
+
+__all__ = ["Detections", "Detector", "MTCNNDetector", "SCRFDDetector", "build_backend", "build_detector",
+           "close_detector", "isolated", "parallelism"]
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class Detections:
-    boxes: np.ndarray       # (N, 4) float32: x0, y0, x1, y1
-    scores: np.ndarray      # (N,) float32
-    landmarks: np.ndarray   # (N, 5, 2) float32
-
-    @staticmethod
-    def empty() -> "Detections":
-        return Detections(np.zeros((0, 4), np.float32), np.zeros((0,), np.float32),
-                          np.zeros((0, 5, 2), np.float32))
-
-    def __len__(self) -> int:
-        return len(self.scores)
-
-    def select(self, keep: np.ndarray) -> "Detections":
-        return Detections(self.boxes[keep], self.scores[keep], self.landmarks[keep])
-
-
-class Detector(Protocol):
-    name: str
-    workers: int  # batches the pipeline may run through `detect` at once, from as many threads
-
-    def detect(self, images: list[np.ndarray]) -> list[Detections]:
-        """One `Detections` per input image (H×W×3 uint8 RGB), in source pixels."""
-
-
-def resolve_device(device: str) -> str:
-    import torch
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise RuntimeError(f"detect.device={device} but CUDA is not available")
-    return device
 
 
 def parallelism(cfg: DetectConfig, device: str, cores: int | None = None) -> tuple[int, int]:
@@ -218,8 +188,12 @@ def build_detector(cfg: DetectConfig, isolate: bool | None = None) -> Detector |
     if isolate is None:
         isolate = isolated(cfg)
     if isolate and cfg.backend != "none":
-        from facesift.curate.detect_process import DetectorProcess
-        return DetectorProcess(cfg)
+        return DetectorProcess(cfg, build_backend)
+    return build_backend(cfg)
+
+
+def build_backend(cfg: DetectConfig) -> Detector | None:
+    """The configured backend in this process; None for `none`."""
     if cfg.backend == "mtcnn":
         return MTCNNDetector(cfg)
     if cfg.backend == "scrfd":

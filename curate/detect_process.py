@@ -7,7 +7,8 @@ shard writer, and every torch op hands the GIL over and waits to get it back. Me
 H100 (300 photos, batch 16): the detector alone 2.95 s; the same detector inside the pipeline
 3.97 s of detection loop.
 
-`DetectorProcess` wraps any backend: a spawned child (CUDA-safe) builds it and serves
+`DetectorProcess` wraps any backend: a spawned child (CUDA-safe) builds it with the function it
+was given (`detect.build_backend`; a module-level function, so it crosses by name) and serves
 `detect` requests. Images cross through shared memory — one copy in, no pickling of pixels
 (a pipe moved 23 MB batches at 0.25 GB/s here, ~90 ms a batch) — and only the small
 `Detections` come back. Two batches are in flight, so the next batch is copied in while the
@@ -24,29 +25,31 @@ import multiprocessing as mp
 import queue
 import threading
 from multiprocessing import shared_memory
+from typing import Callable
 
 import numpy as np
 
 from facesift.curate.config import DetectConfig
-from facesift.curate.detect import Detections
+from facesift.curate.detections import Detections, Detector
+
+Build = Callable[[DetectConfig], Detector]  # the backend, built in the child
 
 log = logging.getLogger(__name__)
 IN_FLIGHT = 2
 
 
-def _serve(cfg: DetectConfig, conn) -> None:
+def _serve(cfg: DetectConfig, build: Build, conn) -> None:
     """The child: build the detector, then answer ("detect", id, slot, shm name, layout) requests."""
     import dataclasses
     import os
 
-    from facesift.curate.detect import build_detector
     from facesift.common.stopping import ignore_in_worker
 
     ignore_in_worker()  # Ctrl-C / SIGTERM reach the whole group: the parent decides, then says stop
     if not cfg.threads:  # one batch at a time here: on CPU it gets every core as torch threads
         cfg = dataclasses.replace(cfg, workers=1, threads=os.cpu_count() or 1)
     try:
-        detector = build_detector(cfg, isolate=False)
+        detector = build(cfg)
     except BaseException as exc:  # noqa: BLE001 - reported to the parent, which raises it
         conn.send(("error", None, f"{type(exc).__name__}: {exc}"))
         return
@@ -80,10 +83,10 @@ def _serve(cfg: DetectConfig, conn) -> None:
 class DetectorProcess:
     """A `Detector` whose work runs in a child process; see the module docstring."""
 
-    def __init__(self, cfg: DetectConfig, start_timeout: float = 600.0):
+    def __init__(self, cfg: DetectConfig, build: Build, start_timeout: float = 600.0):
         ctx = mp.get_context("spawn")
         self._conn, child = ctx.Pipe()
-        self._proc = ctx.Process(target=_serve, args=(cfg, child), name="facesift-detector", daemon=True)
+        self._proc = ctx.Process(target=_serve, args=(cfg, build, child), name="facesift-detector", daemon=True)
         self._proc.start()
         child.close()
         if not self._conn.poll(start_timeout):

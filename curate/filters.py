@@ -20,7 +20,7 @@ import scipy.fft
 from PIL import Image, ImageFilter, ImageStat
 
 from facesift.curate.config import FilterConfig
-from facesift.curate.detect import Detections
+from facesift.curate.detections import Detections
 
 MEASURE_SIDE = 128  # crops are box-reduced to ≥ this before measuring (see crop_measures)
 PHASH_SIDE = 32  # imagehash.phash's own thumbnail side (hash_size 8 × highfreq_factor 4)

@@ -13,33 +13,12 @@ import os
 from pathlib import Path
 from typing import Iterator
 
+from facesift.common.images import is_image_file
+
 log = logging.getLogger(__name__)
 
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".gif", ".bmp", ".webp", ".tif", ".tiff", ".ppm", ".pgm", ".pbm", ".pnm"}
 LEDGER_NAME = "sources.sqlite"
 CHUNK = 10_000
-
-# Flickr licence ids (DESIGN.md §4) → licence URL stored with each face.
-LICENSE_URLS = {
-    0: None,
-    1: "https://creativecommons.org/licenses/by-nc-sa/2.0/",
-    2: "https://creativecommons.org/licenses/by-nc/2.0/",
-    3: "https://creativecommons.org/licenses/by-nc-nd/2.0/",
-    4: "https://creativecommons.org/licenses/by/2.0/",
-    5: "https://creativecommons.org/licenses/by-sa/2.0/",
-    6: "https://creativecommons.org/licenses/by-nd/2.0/",
-    7: "https://www.flickr.com/commons/usage/",
-    8: "http://www.usa.gov/copyright.shtml",
-    9: "https://creativecommons.org/publicdomain/zero/1.0/",
-    10: "https://creativecommons.org/publicdomain/mark/1.0/",
-}
-
-
-def license_url(license_id) -> str | None:
-    try:
-        return LICENSE_URLS.get(int(license_id))
-    except (TypeError, ValueError):
-        return None
 
 
 def iter_dir(root: str | Path) -> Iterator[dict]:
@@ -50,7 +29,7 @@ def iter_dir(root: str | Path) -> Iterator[dict]:
     for dirpath, dirnames, filenames in os.walk(root):
         dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
         for name in sorted(filenames):
-            if name.startswith(".") or Path(name).suffix.lower() not in IMAGE_SUFFIXES:
+            if name.startswith(".") or not is_image_file(name):
                 continue
             path = Path(dirpath) / name
             yield {"id": path.relative_to(root).as_posix(), "url": path.as_uri(), "source": "dir",

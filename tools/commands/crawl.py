@@ -27,23 +27,21 @@ def register(subparsers) -> None:
     p.add_argument("--max-date", help="latest upload date, inclusive (default: today)")
     p.add_argument("--limit", type=int, help="stop once N photos are catalogued for these queries")
     p.add_argument("--catalog", help="SQLite catalog (default work/catalog.sqlite)")
-    p.add_argument("--api-url", help="Flickr-compatible REST endpoint "
-                                     "(default $FACESIFT_FLICKR_API_URL, else Flickr)")
+    p.add_argument("--api-url", help="Flickr-compatible REST endpoint (default $FACESIFT_FLICKR_API_URL, else Flickr)")
     p.add_argument("--rate", type=float, help="API calls per hour, all threads (default 3600)")
     p.add_argument("--threads", type=int, help="concurrent windows (default 4)")
     p.add_argument("--size", help="preferred image size suffix (default c = 800 px)")
-    p.add_argument("--max-pixels", type=int,
-                   help="fallback: largest offered size under this many pixels")
+    p.add_argument("--max-pixels", type=int, help="fallback: largest offered size under this many pixels")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     add_config_args(p)
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    from facesift.curate.crawl import CrawlConfig, crawl
-    from facesift.curate.flickr import CredentialsError
     from facesift.common.config import resolve, save_config
     from facesift.common.logsetup import register_secrets, summary
+    from facesift.curate.crawl import CrawlConfig, crawl, summary_fields
+    from facesift.curate.flickr import CredentialsError
 
     try:
         cfg = resolve(CrawlConfig, args.config, args.overrides, section="crawl",
@@ -55,30 +53,20 @@ def run(args: argparse.Namespace) -> int:
         log.error("bad configuration: %s", exc)
         return 2
     register_secrets([cfg.api_key, cfg.api_secret])
-    config_path = save_config(cfg, Path(f"{cfg.catalog}.config.yaml"))
-    log.info("config saved to %s", config_path)
+    log.info("config saved to %s", save_config(cfg, Path(f"{cfg.catalog}.config.yaml")))
     try:
         stats = crawl(cfg, progress=not args.no_progress)
-    except CredentialsError as exc:
-        log.error("%s", exc)
-        return 2
     except sqlite3.DatabaseError as exc:
-        log.error("catalog %s is not a usable SQLite catalog (%s); nothing was changed",
-                  cfg.catalog, exc)
+        log.error("catalog %s is not a usable SQLite catalog (%s); nothing was changed", cfg.catalog, exc)
         return 2
-    except ValueError as exc:
+    except (CredentialsError, ValueError) as exc:
         log.error("%s", exc)
         return 2
-    failed = stats.get("windows_failed", 0)
-    summary("crawl", new=stats["photos_new"], duplicates=stats["duplicates"],
-            rejected_license=stats["rejected_license"], rejected_no_cv=stats["rejected_no_cv"],
-            no_url=stats["rejected_no_url"], windows_done=stats["windows_done"],
-            windows_split=stats["windows_split"], windows_skipped=stats["windows_skipped"],
-            windows_failed=failed, api_calls=stats["api_calls"], ideal_calls=stats["ideal_calls"],
-            retries=stats["retries"], catalog=cfg.catalog)
-    if failed:
+    fields = summary_fields(stats)
+    summary("crawl", **fields, catalog=cfg.catalog)
+    if fields["windows_failed"]:
         log.error("%d window(s) left unfinished after retries; re-run the same command to retry "
-                  "them (see `facesift catalog stats`)", failed)
+                  "them (see `facesift catalog stats`)", fields["windows_failed"])
         return 1
     return 0
 
@@ -90,14 +78,12 @@ def main(argv: list[str] | None = None) -> int:
 
     from facesift.common.logsetup import setup_logging
     argv = list(sys.argv[1:] if argv is None else argv)
-    verbosity = sum(a == "-v" for a in argv)
     parser = argparse.ArgumentParser(prog="facesift")
     register(parser.add_subparsers(dest="command", required=True))
     args = parser.parse_args(["crawl", *(a for a in argv if a != "-v")])
-    setup_logging(verbosity)
+    setup_logging(argv.count("-v"))
     return args.func(args)
 
 
 if __name__ == "__main__":
-    import sys
-    sys.exit(main())
+    raise SystemExit(main())

@@ -42,10 +42,11 @@ def register(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from facesift.curate.config import CurateConfig
-    from facesift.curate.pipeline import run_curate
     from facesift.common.config import resolve
     from facesift.common.logsetup import summary
+    from facesift.common.stopping import GracefulStop, StopRequested, stop_code
+    from facesift.curate.config import CurateConfig
+    from facesift.curate.pipeline import run_curate
 
     def nested(section: str, **values) -> list[str]:
         return [f"{section}.{k}={v}" for k, v in values.items() if v is not None]
@@ -62,7 +63,6 @@ def run(args: argparse.Namespace) -> int:
     except (ValueError, OSError) as exc:
         log.error("bad configuration: %s", exc)
         return 2
-    from facesift.common.stopping import GracefulStop, StopRequested, stop_code
     try:
         with GracefulStop():
             counts = run_curate(cfg, progress=not args.no_progress)
@@ -72,10 +72,5 @@ def run(args: argparse.Namespace) -> int:
     except StopRequested as stop:
         log.warning("%s: every finished photo is in a complete shard; the same command continues", stop)
         return stop_code(stop.signal_name)
-    rejected = {f"rejected_{k}": v for k, v in sorted(counts.rejected.items())}
-    summary("curate", photos=sum(counts.photos.values()), done=counts.photos["done"],
-            no_face=counts.photos["no_face"], failed=counts.photos["failed"],
-            skipped=counts.photos["skipped"], faces=counts.faces, recovered=counts.recovered,
-            **rejected, **({"detector_busy": counts.detector_busy()} if counts.detector_busy() is not None else {}),
-            out=cfg.out)
+    summary("curate", **counts.summary(), out=cfg.out)
     return 0
