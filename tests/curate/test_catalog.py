@@ -73,7 +73,7 @@ def test_wal_and_reader_in_another_process(tmp_path):
         assert cat._query("PRAGMA journal_mode")[0][0] == "wal"
         # While this writer holds the file open, another process reads a consistent count.
         out = subprocess.run([sys.executable, "-c",
-                              "import sys; from curate.catalog import Catalog;"
+                              "import sys; from facesift.curate.catalog import Catalog;"
                               "print(Catalog(sys.argv[1]).count())", str(path)],
                              capture_output=True, text=True, check=True)
         assert out.stdout.strip() == "10"
