@@ -19,10 +19,10 @@ from typing import Iterable
 import numpy as np
 from PIL import Image, ImageEnhance
 
+from facesift.common.images import IMAGE_SUFFIXES
 from facesift.shards.format import sanitize_key
 
 VARIANTS = ("orig", "jpeg", "resize", "crop", "light", "rotate")
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".gif", ".ppm", ".bmp", ".webp"}
 
 
 def transform(image: Image.Image, variant: str, rng: np.random.Generator) -> Image.Image:

@@ -41,9 +41,9 @@ def _faiss():
     return faiss
 
 
-def _tqdm(total: int, desc: str, progress: bool):
-    from tqdm import tqdm
-    return tqdm(total=total, desc=desc, unit="row", disable=not progress, leave=False)
+def _bar(total: int, desc: str, progress: bool):
+    from facesift.common.progress import progress as progress_bar
+    return progress_bar(total=total, desc=desc, unit="row", disable=not progress, leave=False)
 
 
 def _use_gpu(cfg: SearchConfig) -> bool:
@@ -92,7 +92,7 @@ def _search_knn(index, x: np.ndarray, rows: np.ndarray, k: int, block: int, prog
     kk = min(k + 1, index.ntotal)
     sims = np.full((len(rows), k), -np.inf, dtype=np.float32)
     ids = np.full((len(rows), k), -1, dtype=np.int64)
-    bar = _tqdm(len(rows), desc, progress)
+    bar = _bar(len(rows), desc, progress)
     for a in range(0, len(rows), block):
         r = rows[a:a + block]
         D, I = index.search(np.ascontiguousarray(x[r], dtype=np.float32), kk)

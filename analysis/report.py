@@ -15,6 +15,8 @@ import json
 import numpy as np
 from PIL import Image
 
+from facesift.common.images import SHARD_IMAGE_EXTS
+
 SECTIONS = ("summary", "threshold-sweep", "nn-similarity", "clusters", "breakdowns", "duplicate-groups", "outliers")
 
 _CSS = """
@@ -107,7 +109,7 @@ def plot_clusters(sizes: list[int], effective: float) -> str:
 
 def thumbnails(info: dict, rows: list[int], size: int) -> dict[int, str]:
     """row -> data URI of a JPEG thumbnail, reading only the shards that hold those rows."""
-    from facesift.analysis.embed import iter_samples, IMAGE_EXTS
+    from facesift.shards.rows import iter_rows
     urls, counts = info["shards"], info["counts"]
     offsets = np.concatenate([[0], np.cumsum(counts)])
     wanted = sorted(set(rows))
@@ -118,11 +120,11 @@ def thumbnails(info: dict, rows: list[int], size: int) -> dict[int, str]:
     for s, rs in by_shard.items():
         need = set(rs)
         start = int(offsets[s])
-        for pos, sample in enumerate(iter_samples(urls, counts, start, start + max(rs) - start + 1)):
+        for pos, sample in enumerate(iter_rows(urls, counts, start, max(rs) + 1, SHARD_IMAGE_EXTS)):
             row = start + pos
             if row not in need:
                 continue
-            data = next((sample[e] for e in IMAGE_EXTS if e in sample), None)
+            data = next((sample[e] for e in SHARD_IMAGE_EXTS if e in sample), None)
             try:
                 im = Image.open(io.BytesIO(data)).convert("RGB")
                 im.thumbnail((size, size))

@@ -7,6 +7,8 @@ therefore spread over all clusters instead of mirroring the redundancy of the cr
 of 200 near-identical shots of one owner costs one slot per round, not 200/N of the budget).
 Because every fraction is a prefix of one fixed order, 2% ⊂ 10% ⊂ 100% holds by construction.
 Keys the clustering has not seen (added after it ran) count as clusters of their own.
+`cluster_balanced_method` is the form `shards.split.split_shards` takes as a selection method;
+`facesift shards split` passes it in (shards/ imports no stage above it).
 """
 from __future__ import annotations
 
@@ -14,6 +16,7 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Iterable, Sequence
 
+from facesift.shards.config import SplitConfig
 from facesift.shards.split import key_score
 
 CLUSTERS_FILE = "clusters.tsv"
@@ -62,3 +65,11 @@ def cluster_balanced_splits(keys: Sequence[str], fractions: Sequence[float], clu
         take = n if f >= 1.0 else int(round(f * n))
         out[f] = [k for k in keys if position[k] < take]
     return out
+
+
+def cluster_balanced_method(keys: list[str], fractions: list[float], cfg: SplitConfig) -> dict[float, list[str]]:
+    """`--method cluster-balanced`: round-robin over the clusters of `cfg.clusters`."""
+    if not cfg.clusters:
+        raise ValueError("--method cluster-balanced needs --clusters (clusters.tsv or a `facesift redundancy` "
+                         "output directory)")
+    return cluster_balanced_splits(keys, fractions, read_clusters(cfg.clusters), cfg.seed)

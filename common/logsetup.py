@@ -51,8 +51,11 @@ def setup_logging(verbosity: int = 0, logfile: str | None = None) -> None:
         h.addFilter(SecretFilter())
         root.addHandler(h)
     root.setLevel(level)
-    for noisy in ("urllib3", "PIL", "matplotlib", "flickrapi", "requests_oauthlib", "oauthlib"):
-        logging.getLogger(noisy).setLevel(max(level, logging.WARNING))
+    # Third-party chatter (faiss logs "Loading faiss with AVX2 support" on every import): warnings
+    # only, their INFO lines too at -v (never their DEBUG: PIL's would log every PNG chunk).
+    quiet = logging.INFO if verbosity > 0 else logging.WARNING
+    for noisy in ("urllib3", "PIL", "matplotlib", "flickrapi", "requests_oauthlib", "oauthlib", "faiss"):
+        logging.getLogger(noisy).setLevel(max(level, quiet))
 
 
 def summary(stage: str, **counts: object) -> str:

@@ -2,8 +2,10 @@
 
 - format.py   sample keys and the per-face metadata schema (DESIGN.md §2)
 - index.py    `index.json` (wids-compatible) and resolving any shard spec to URLs
-- split.py    nested deterministic fractions by hashing (seed, key); split key lists on disk
+- config.py   InfoConfig / VerifyConfig / SplitConfig / SampleConfig: `shards` subcommand options
+- split.py    nested deterministic fractions by hashing (seed, key); `shards split`: methods, key lists on disk
 - reader.py   streaming tar readers: keys, chosen members only, raw bytes (no decoding)
+- rows.py     index order as row numbers: samples per shard, rank slices, rows [start, stop) streamed
 - info.py     `shards info`: counts, sizes, licence/source/query/detector breakdowns from json
 - verify.py   `shards verify`: decode every sample, sha256/nsamples vs index, duplicate keys
 - contact_sheet.py  `shards sample N`: seeded reservoir sample drawn as a PNG grid

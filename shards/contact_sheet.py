@@ -13,11 +13,11 @@ import random
 from pathlib import Path
 from typing import Any
 
+from facesift.common.images import SHARD_IMAGE_EXTS
 from facesift.shards.index import shard_urls
 from facesift.shards.reader import iter_samples
 
 log = logging.getLogger(__name__)
-IMAGE_EXTS = ("jpg", "jpeg", "png", "webp")
 
 
 class Reservoir:
@@ -53,7 +53,7 @@ class Reservoir:
 
 def sample_images(spec: Any, n: int, seed: int = 0, progress: bool = True) -> list[tuple[str, bytes]]:
     """(key, image bytes) of `n` uniformly chosen samples, in index order; fewer if the set is smaller."""
-    from tqdm import tqdm
+    from facesift.common.progress import progress as progress_bar
 
     reservoir = Reservoir(n, random.Random(seed))
     slots: list[tuple[int, str, bytes] | None] = [None] * n
@@ -70,10 +70,10 @@ def sample_images(spec: Any, n: int, seed: int = 0, progress: bool = True) -> li
         return True
 
     urls = shard_urls(spec)
-    for url in tqdm(urls, unit="shard", desc="sample", disable=not progress):
-        for sample in iter_samples(url, extensions=IMAGE_EXTS, select=select):
+    for url in progress_bar(urls, unit="shard", desc="sample", disable=not progress):
+        for sample in iter_samples(url, extensions=SHARD_IMAGE_EXTS, select=select):
             slot = chosen.pop(sample["__key__"])
-            data = next((sample[e] for e in IMAGE_EXTS if e in sample), None)
+            data = next((sample[e] for e in SHARD_IMAGE_EXTS if e in sample), None)
             if data is None:
                 log.warning("%s: sample %s has no image member; left out", url, sample["__key__"])
                 continue

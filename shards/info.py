@@ -12,27 +12,13 @@ from collections import Counter
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from typing import Any
 
+from facesift.common.images import SHARD_IMAGE_EXTS
+from facesift.common.licenses import license_label
 from facesift.shards.index import shard_urls
 from facesift.shards.reader import iter_samples, shard_nbytes
 
-# Flickr licence ids (DESIGN.md §4); other sources may carry names instead of ids.
-LICENSE_NAMES = {
-    0: "All Rights Reserved", 1: "CC BY-NC-SA", 2: "CC BY-NC", 3: "CC BY-NC-ND", 4: "CC BY",
-    5: "CC BY-SA", 6: "CC BY-ND", 7: "No known copyright restrictions", 8: "US Government Work",
-    9: "CC0", 10: "Public Domain Mark",
-}
 NUMERIC_FIELDS = ("score", "sharpness", "yaw")
 BREAKDOWNS = ("license", "source", "query", "detector")
-
-
-def license_label(value: Any) -> str:
-    if value is None or value == "":
-        return "unknown"
-    try:
-        number = int(value)
-    except (TypeError, ValueError):
-        return str(value)
-    return f"{number} {LICENSE_NAMES.get(number, '?')}"
 
 
 def _empty() -> dict[str, Any]:
@@ -59,7 +45,7 @@ def shard_info(url: str) -> dict[str, Any]:
         stats["samples"] += 1
         sizes = sample["__sizes__"]
         streamed += sum(sizes.values())
-        stats["image_bytes"] += sum(v for k, v in sizes.items() if k in ("jpg", "jpeg", "png", "webp"))
+        stats["image_bytes"] += sum(v for k, v in sizes.items() if k in SHARD_IMAGE_EXTS)
         if "json" not in sample:
             stats["without_json"] += 1
             continue
@@ -103,11 +89,11 @@ def _merge(total: dict[str, Any], part: dict[str, Any]) -> None:
 
 def collect_info(spec: Any, workers: int = 1, progress: bool = True) -> dict[str, Any]:
     """Summary of every shard of `spec` as a JSON-ready dict."""
-    from tqdm import tqdm
+    from facesift.common.progress import progress as progress_bar
 
     urls = shard_urls(spec)
     total = _empty()
-    with tqdm(total=len(urls), unit="shard", desc="info", disable=not progress) as bar:
+    with progress_bar(total=len(urls), unit="shard", desc="info", disable=not progress) as bar:
         if workers <= 1 or len(urls) <= 1:
             parts = (shard_info(u) for u in urls)
             for part in parts:

@@ -108,3 +108,20 @@ def merge_indexes(paths: Sequence[str | Path], out: str | Path, name: str | None
     from facesift.common.atomic import atomic_write_json
     atomic_write_json(out, merged)
     return merged
+
+
+def merge_parts(parts: Sequence[str | Path], out: str | Path | None = None, pattern: str = PART_INDEX_GLOB,
+                **options: Any) -> tuple[list[Path], Path, dict[str, Any]]:
+    """`shards merge-index PARTS`: each part a directory (its `pattern` indexes) or an index file.
+
+    The merged index goes to `out`, by default `index.json` in the one directory given, else
+    beside the first part. Returns (part indexes, merged index path, merged index); `options`
+    go to `merge_indexes`.
+    """
+    paths: list[Path] = []
+    for item in map(Path, parts):
+        paths.extend(find_part_indexes(item, pattern) if item.is_dir() else [item])
+    if out is None:
+        single_dir = len(parts) == 1 and Path(parts[0]).is_dir()
+        out = Path(parts[0]) / INDEX_NAME if single_dir else paths[0].parent / INDEX_NAME
+    return paths, Path(out), merge_indexes(paths, out, **options)

@@ -5,12 +5,22 @@ layout or how many other samples exist — so 2% ⊂ 10% ⊂ 100% holds by const
 same split can be recomputed anywhere (curate, pretrain, finetune) without shipping lists.
 `facesift shards split` still writes the lists (`split-<f>.txt`, index order, + `split.json`):
 they are what other tools and people read, and what non-hash selection methods produce.
+
+Selection methods are functions (keys in index order, fractions largest first, SplitConfig) ->
+{fraction: keys}. `random` (by key hash) lives here; others come from stages above this one
+(analysis' `cluster-balanced`) and are passed in by the caller, so shards imports none of them.
+Whatever a method returns, `write_splits` checks that it is nested.
 """
 from __future__ import annotations
 
 import hashlib
+import logging
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Callable, Iterable, Mapping, Sequence
+
+from facesift.shards.config import SplitConfig
+
+log = logging.getLogger(__name__)
 
 _SCALE = float(2**64)
 
@@ -91,3 +101,63 @@ def write_splits(out_dir: str | Path, splits: dict[float, list[str]], **summary:
     path = out_dir / SPLIT_SUMMARY
     atomic_write_json(path, {**summary, "fractions": files})
     return path
+
+
+# ---- `facesift shards split` end to end ----
+
+SplitMethod = Callable[[list[str], list[float], SplitConfig], dict[float, list[str]]]
+
+
+def random_method(keys: list[str], fractions: list[float], cfg: SplitConfig) -> dict[float, list[str]]:
+    return random_splits(keys, fractions, cfg.seed)
+
+
+SPLIT_METHODS: dict[str, SplitMethod] = {"random": random_method}
+
+
+def collect_keys(spec: Any, progress: bool = True) -> list[str]:
+    """All keys in index order, reading tar headers only; a repeated key is kept once (verify names it)."""
+    from facesift.common.progress import progress as bar
+    from facesift.shards.index import shard_urls
+    from facesift.shards.reader import iter_keys
+
+    keys: list[str] = []
+    seen: set[str] = set()
+    repeats = 0
+    for url in bar(shard_urls(spec), unit="shard", desc="keys", disable=not progress):
+        for key in iter_keys(url):
+            if key in seen:
+                repeats += 1
+                continue
+            seen.add(key)
+            keys.append(key)
+    if repeats:
+        log.warning("%d repeated key(s) kept once; run `facesift shards verify` to find them", repeats)
+    return keys
+
+
+def split_shards(spec: Any, out_dir: str | Path, cfg: SplitConfig,
+                 methods: Mapping[str, SplitMethod] | None = None, progress: bool = True) -> dict[str, Any]:
+    """Keys of `spec` minus `cfg.exclude`, split by `cfg.method` (one of SPLIT_METHODS or of
+    `methods`), written to `out_dir`. Raises ValueError / FileNotFoundError on bad input."""
+    from facesift.common.config import to_dict
+
+    known = {**SPLIT_METHODS, **(methods or {})}
+    if cfg.method not in known:
+        raise ValueError(f"unknown split method {cfg.method!r}; known: {', '.join(sorted(known))}")
+    fractions = parse_fractions(cfg.fractions)
+    keys = collect_keys(spec, progress)
+    excluded = 0
+    if cfg.exclude:
+        drop = set(read_key_list(cfg.exclude))
+        before = len(keys)
+        keys = [k for k in keys if k not in drop]
+        excluded = before - len(keys)
+        if excluded < len(drop):
+            log.info("%d key(s) of %s are not in the shards", len(drop) - excluded, cfg.exclude)
+    splits = known[cfg.method](keys, fractions, cfg)
+    path = write_splits(out_dir, splits, source=str(spec), total=len(keys), excluded=excluded,
+                        config=to_dict(cfg))
+    log.info("wrote %s", path)
+    return {"keys": len(keys), "excluded": excluded, "counts": {f: len(splits[f]) for f in fractions},
+            "path": path}

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Sequence
 
+from facesift.common.images import SHARD_IMAGE_EXTS
 from facesift.shards.format import make_key
 from facesift.shards.index import SHARD_GLOB, index_entries, index_location, local_path, shard_urls
 from facesift.shards.reader import HashingReader, iter_members
@@ -26,7 +27,6 @@ from facesift.shards.reader import HashingReader, iter_members
 log = logging.getLogger(__name__)
 
 REQUIRED_MEMBERS = ("jpg", "json")
-IMAGE_EXTS = {"jpg", "jpeg", "png", "webp"}
 
 
 @dataclass(frozen=True)
@@ -67,6 +67,23 @@ class VerifyReport:
     @property
     def nsamples(self) -> int:
         return sum(s.nsamples for s in self.shards)
+
+    def as_dict(self) -> dict[str, Any]:
+        """What `shards verify --json` prints and `--report FILE` writes."""
+        return {"ok": self.ok, "shards": len(self.shards), "samples": self.nsamples,
+                "problems": [{"shard": p.shard, "key": p.key, "problem": p.what} for p in self.problems],
+                "warnings": self.warnings}
+
+    def format_problems(self, limit: int, report_file: str | Path | None = None) -> str:
+        """The first `limit` problems, one a line ("" when there are none)."""
+        if not self.problems:
+            return ""
+        lines = [f"{len(self.problems)} problem(s):", *(f"  {p}" for p in self.problems[:limit])]
+        if len(self.problems) > limit:
+            more = len(self.problems) - limit
+            lines.append(f"  ... and {more} more" + (f" (all in {report_file})" if report_file else
+                                                     " (--report FILE lists all)"))
+        return "\n".join(lines)
 
 
 def _open(url: str):
@@ -114,7 +131,7 @@ def _finish_sample(url: str, key: str, members: dict[str, bytes | None], require
                                               f"{meta['face_index']} (key {expected}), not this sample"))
     if decode:
         for ext, data in members.items():
-            if ext in IMAGE_EXTS and data is not None:
+            if ext in SHARD_IMAGE_EXTS and data is not None:
                 error = _check_image(data, meta)
                 if error:
                     problems.append(Problem(url, key, f"{ext}: {error}"))
@@ -150,7 +167,7 @@ def check_shard(url: str, decode: bool = True, required: Sequence[str] = REQUIRE
                     seen.add(key)
             if member.ext in members:
                 result.problems.append(Problem(url, key, f"member .{member.ext} appears twice"))
-            wanted = member.ext == "json" or (decode and member.ext in IMAGE_EXTS)
+            wanted = member.ext == "json" or (decode and member.ext in SHARD_IMAGE_EXTS)
             members[member.ext] = member.read() if wanted else None
         if key is not None:
             _finish_sample(url, key, members, required, decode, result.problems)
@@ -240,7 +257,7 @@ def _duplicates(checks: Iterable[ShardCheck]) -> Iterator[Problem]:
 def verify(spec: Any, workers: int = 1, decode: bool = True, progress: bool = True,
            required: Sequence[str] = REQUIRED_MEMBERS) -> VerifyReport:
     """Check every shard of `spec` (any shard spec); problems come back in index order."""
-    from tqdm import tqdm
+    from facesift.common.progress import progress as progress_bar
 
     entries = index_entries_of(spec)
     urls = [u for _, u, _ in entries] if entries else shard_urls(spec)
@@ -248,7 +265,7 @@ def verify(spec: Any, workers: int = 1, decode: bool = True, progress: bool = Tr
     if not entries:
         warnings.append("no index.json given: sha256 and sample counts were not checked")
     checks: list[ShardCheck] = []
-    bar = tqdm(total=len(urls), unit="shard", desc="verify", disable=not progress)
+    bar = progress_bar(total=len(urls), unit="shard", desc="verify", disable=not progress)
     nbad = 0
 
     def _done(check: ShardCheck) -> None:
@@ -256,7 +273,7 @@ def verify(spec: Any, workers: int = 1, decode: bool = True, progress: bool = Tr
         checks.append(check)
         nbad += len(check.problems)
         bar.update(1)
-        bar.set_postfix(samples=sum(c.nsamples for c in checks), problems=nbad)
+        bar.set_postfix(samples=sum(c.nsamples for c in checks), problems=nbad, refresh=False)
 
     try:
         if workers <= 1 or len(urls) <= 1:

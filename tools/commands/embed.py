@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import logging
-import os
 from pathlib import Path
 
 from facesift.common.config import add_config_args
@@ -15,7 +14,7 @@ def register(subparsers) -> None:
         "embed", help="embed shards (ResNet backbone or a weight-free HOG/DCT embedding) + pHash/dHash",
         description="Stream shards in index order into <out>/embeddings.npy (float16, L2-normalised, "
                     "memory-mapped), hashes.npy, keys.txt, meta.jsonl. Re-running resumes. Under torchrun "
-                    "each rank embeds a contiguous slice.")
+                    "each rank joins the process group and embeds a contiguous slice.")
     p.add_argument("--shards", required=True, help="shard dir, index.json, brace pattern, URLs (comma-separated)")
     p.add_argument("--out", required=True, type=Path, help="output directory")
     p.add_argument("--backbone", help="backbone.pt (from `facesift pretrain`); default: weight-free embedding")
@@ -29,17 +28,6 @@ def register(subparsers) -> None:
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     add_config_args(p)
     p.set_defaults(func=run)
-
-
-def _init_distributed() -> None:
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
-        import torch
-        import torch.distributed as dist
-        if not dist.is_initialized():
-            backend = "nccl" if torch.cuda.is_available() else "gloo"
-            dist.init_process_group(backend)
-            if torch.cuda.is_available():
-                torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
 
 
 def run(args) -> int:
@@ -58,7 +46,6 @@ def run(args) -> int:
     if cfg.backbone and not Path(cfg.backbone).exists():
         log.error("backbone not found: %s", cfg.backbone)
         return 2
-    _init_distributed()
     try:
         result = embed_shards(args.shards, args.out, cfg, progress=not args.no_progress)
     except (EmbedError, FileNotFoundError, ValueError) as exc:

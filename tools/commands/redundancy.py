@@ -58,7 +58,7 @@ def run(args) -> int:
                 log.error("embedding did not finish; re-run to continue")
                 return 1
         result = run_redundancy(emb, args.out, cfg, progress=not args.no_progress)
-    except (EmbedError, FileNotFoundError) as exc:
+    except (EmbedError, FileNotFoundError, ValueError) as exc:
         log.error("%s", exc)
         return 2
     save_config(cfg, args.out / "redundancy-config.yaml")
