@@ -38,6 +38,11 @@ def bounded(default: Any, lo: float | None = None, hi: float | None = None) -> A
     return dataclasses.field(default=default, metadata={"range": (lo, hi)})
 
 
+def bounded_list(default: list, lo: float | None = None, hi: float | None = None) -> Any:
+    """A list field whose every element must lie in [lo, hi]; must not be empty."""
+    return dataclasses.field(default_factory=lambda: list(default), metadata={"range": (lo, hi), "nonempty": True})
+
+
 def check_range(value: Any, lo: float | None, hi: float | None, where: str) -> None:
     """The check `bounded` fields get; for values a config cannot declare (a CLI-only flag)."""
     if value is None:
@@ -146,6 +151,8 @@ def _build(cls: type[T], data: dict, where: str = "") -> T:
                          f"known: {sorted(names)}")
     kwargs = {k: _coerce(v, hints[k], f"{where}.{k}" if where else k) for k, v in data.items()}
     for f in dataclasses.fields(cls):
+        if f.metadata.get("nonempty") and f.name in kwargs and not kwargs[f.name]:
+            raise ValueError(f"{f'{where}.' if where else ''}{f.name}: needs at least one value")
         if "range" in f.metadata and f.name in kwargs:
             check_range(kwargs[f.name], *f.metadata["range"], f"{where}.{f.name}" if where else f.name)
     return cls(**kwargs)

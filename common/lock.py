@@ -42,6 +42,13 @@ def _read_holder(fd: int) -> dict:
     return {}
 
 
+def rank_lock_name() -> str:
+    """The lock of this rank of a torchrun job (the plain name outside one): ranks that split one
+    job's work over a shared output directory do not refuse each other, a second job still does."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    return LOCK_NAME if world == 1 else f"{LOCK_NAME}.rank{os.environ.get('RANK', '0')}"
+
+
 @contextlib.contextmanager
 def output_lock(out: str | Path, name: str = LOCK_NAME, command: str | None = None) -> Iterator[Path]:
     """Hold `out`'s lock for the block; raises `LockHeld` at once if a live process has it.
@@ -50,6 +57,8 @@ def output_lock(out: str | Path, name: str = LOCK_NAME, command: str | None = No
     job lock on rank 0 only, and `curate --part K/N` locks `.facesift.lock.partK`.
     """
     out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise NotADirectoryError(f"{out} exists and is not a directory: choose another output directory")
     out.mkdir(parents=True, exist_ok=True)
     path = out / name
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)

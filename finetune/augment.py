@@ -17,6 +17,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from facesift.common.config import bounded
 from facesift.common.images import IMAGENET_MEAN as MEAN, IMAGENET_STD as STD
 from facesift.finetune.datasets import FLIP_PAIRS
 
@@ -25,10 +26,10 @@ from facesift.finetune.datasets import FLIP_PAIRS
 @dataclass
 class AugmentConfig:
     scale: tuple[float, float] = (0.8, 1.25)   # zoom factor range (>1 = face larger in the crop)
-    rotate: float = 20.0                        # max degrees either way
-    translate: float = 0.08                     # max shift, fraction of the output side
-    flip: float = 0.5                           # probability of a horizontal flip
-    box_margin: float = 1.3                     # crop side / landmark box side when no box is given
+    rotate: float = bounded(20.0, 0.0, 180.0)   # max degrees either way
+    translate: float = bounded(0.08, 0.0, 1.0)  # max shift, fraction of the output side
+    flip: float = bounded(0.5, 0.0, 1.0)        # probability of a horizontal flip
+    box_margin: float = bounded(1.3, 0.1)       # crop side / landmark box side when no box is given
 
 
 def to_tensor(image: Image.Image) -> torch.Tensor:

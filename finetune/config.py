@@ -6,6 +6,7 @@ import hashlib
 import json
 from dataclasses import dataclass, field
 
+from facesift.common.config import bounded, bounded_list
 from facesift.finetune.augment import AugmentConfig
 
 TASKS = ("landmarks", "classification", "regression", "recognition")
@@ -15,23 +16,23 @@ TASKS = ("landmarks", "classification", "regression", "recognition")
 class SearchSpace:
     """Paper 3.3 / Fig. 2: learning rate, schedule length and the backbone's relative LR.
     The first value of each list is the default (the only trial when --trials 1)."""
-    lr: list[float] = field(default_factory=lambda: [1e-3, 3e-4, 3e-3])
-    steps: list[int] = field(default_factory=lambda: [600, 300, 1200])
-    backbone_lr: list[float] = field(default_factory=lambda: [1.0, 0.1, 0.01])
+    lr: list[float] = bounded_list([1e-3, 3e-4, 3e-3], 0.0)
+    steps: list[int] = bounded_list([600, 300, 1200], 1)
+    backbone_lr: list[float] = bounded_list([1.0, 0.1, 0.01], 0.0)
 
 
 @dataclass
 class TrainConfig:
-    batch_size: int = 32
-    eval_batch_size: int = 128
-    weight_decay: float = 1e-4
-    warmup: float = 0.05            # fraction of the schedule spent warming up linearly
-    workers: int = 2                # DataLoader processes (0 = in the main process)
+    batch_size: int = bounded(32, 1)
+    eval_batch_size: int = bounded(128, 1)
+    weight_decay: float = bounded(1e-4, 0.0)
+    warmup: float = bounded(0.05, 0.0, 1.0)  # fraction of the schedule spent warming up linearly
+    workers: int = bounded(2, 0)    # DataLoader processes (0 = in the main process)
     device: str = "auto"            # auto = cuda:<LOCAL_RANK> when available, else cpu
     amp: bool = True                # bf16 autocast on CUDA (ignored on CPU)
     channels_last: bool = True      # on CUDA
-    ckpt_every: int = 500           # steps between resumable checkpoints of a run (0 = never)
-    threads: int = 0                # torch intra-op threads on CPU (0 = torch's default)
+    ckpt_every: int = bounded(500, 0)  # steps between resumable checkpoints of a run (0 = never)
+    threads: int = bounded(0, 0)    # torch intra-op threads on CPU (0 = torch's default)
 
 
 @dataclass
@@ -42,26 +43,26 @@ class FinetuneConfig:
     pairs: str = ""                 # recognition: verification pairs file for the test
     inits: list[str] = field(default_factory=lambda: ["scratch"])
     arch: str = "auto"              # for `scratch`: auto = resnet50 on CUDA, resnet18 on CPU (checkpoints carry their own)
-    fractions: list[float] = field(default_factory=lambda: [1.0, 0.1, 0.02])
+    fractions: list[float] = bounded_list([1.0, 0.1, 0.02], 1e-9, 1.0)
     fraction_keys: list[str] = field(default_factory=list)  # "0.1=keys.txt": subset from a `shards split` key list
-    seeds: int = 3
+    seeds: int = bounded(3, 1)
     out: str = "work/finetune"
     adapt: str = "full"             # full fine-tune or linear probe (frozen backbone)
-    trials: int = 1                 # hyper-parameter search budget per (task, dataset, init, fraction)
-    image_size: int = 128
-    test_fraction: float = 0.2
-    val_fraction: float = 0.2       # of each training fraction, for the search only
-    min_val: int = 8
+    trials: int = bounded(1, 1)     # hyper-parameter search budget per (task, dataset, init, fraction)
+    image_size: int = bounded(128, 8)
+    test_fraction: float = bounded(0.2, 0.0, 0.9)
+    val_fraction: float = bounded(0.2, 0.0, 0.9)  # of each training fraction, for the search only
+    min_val: int = bounded(8, 1)
     split_seed: int = 0
     label: str = "identity"         # yalefaces folder given as data: identity or expression
-    sigma: float = 1.5              # heatmap Gaussian std, in heatmap pixels (stride 4)
+    sigma: float = bounded(1.5, 0.1)  # heatmap Gaussian std, in heatmap pixels (stride 4)
     regression_loss: str = "l2"     # l2, ccc, l2+ccc
-    embed_dim: int = 512
-    cosface_scale: float = 30.0
-    cosface_margin: float = 0.35
-    distill: int = 0                # self-distillation rounds T (0 = off)
+    embed_dim: int = bounded(512, 1)
+    cosface_scale: float = bounded(30.0, 0.0)
+    cosface_margin: float = bounded(0.35, 0.0, 1.0)
+    distill: int = bounded(0, 0)    # self-distillation rounds T (0 = off)
     unlabelled: str = ""            # image folder or list; "pool" = the training pool without its labels
-    distill_labelled_weight: float = 1.0  # weight of the labelled loss while distilling
+    distill_labelled_weight: float = bounded(1.0, 0.0)  # weight of the labelled loss while distilling
     search: SearchSpace = field(default_factory=SearchSpace)
     train: TrainConfig = field(default_factory=TrainConfig)
     augment: AugmentConfig = field(default_factory=AugmentConfig)

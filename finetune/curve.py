@@ -24,8 +24,33 @@ import numpy as np
 log = logging.getLogger(__name__)
 
 
-def load_results(path: str | Path) -> list[dict]:
-    """Every result JSON under `path` (a results folder, a grid's output folder, or one file)."""
+def unusable(res: object) -> str | None:
+    """Why a result file cannot enter the table (None when it can).
+
+    Results come from disk: an older version, a hand edit or a run that diverged may have left
+    a missing field, a fraction of 0 or a NaN headline metric, and one such file must not take
+    the whole table down (or, worse, enter a mean as NaN).
+    """
+    if not isinstance(res, dict):
+        return "not a JSON object"
+    missing = [k for k in ("init", "fraction", "metrics") if k not in res]
+    if missing:
+        return f"missing {', '.join(missing)}"
+    if not isinstance(res["init"], str) or not isinstance(res["metrics"], dict):
+        return "init must be a string and metrics an object"
+    fraction = res["fraction"]
+    if isinstance(fraction, bool) or not isinstance(fraction, (int, float)) or not 0 < fraction <= 1:
+        return f"fraction {fraction!r} is not in (0, 1]"
+    primary = res.get("primary_metric") or (sorted(res["metrics"])[0] if res["metrics"] else None)
+    value = res["metrics"].get(primary) if primary else None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        return f"headline metric {primary!r} is {value!r}, not a finite number"
+    return None
+
+
+def load_results(path: str | Path, skipped: list[str] | None = None) -> list[dict]:
+    """Every usable result JSON under `path` (a results folder, a grid's output folder, or one
+    file); each file that cannot be used is named in the log and, with `skipped`, listed there."""
     path = Path(path)
     files = [path] if path.is_file() else sorted(path.rglob("*.json"))
     out = []
@@ -34,13 +59,21 @@ def load_results(path: str | Path) -> list[dict]:
             continue
         try:
             res = json.loads(f.read_text())
-        except (OSError, json.JSONDecodeError) as exc:
-            log.warning("%s: unreadable result (%s), skipped", f, exc)
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+            why = f"unreadable ({exc})"
+        else:
+            looks_like_one = isinstance(res, dict) and bool({"init", "fraction", "metrics"} & set(res))
+            if not looks_like_one and f.parent.name != "results":
+                continue  # another JSON beside the results (curve.json, a config): not a result
+            why = unusable(res)
+        if why:
+            log.warning("%s: skipped, %s", f, why)
+            if skipped is not None:
+                skipped.append(f"{f}: {why}")
             continue
-        if isinstance(res, dict) and {"init", "fraction", "metrics"} <= set(res):
-            out.append(res)
+        out.append(res)
     if not out:
-        raise FileNotFoundError(f"{path}: no fine-tuning results (results/<hash>.json)")
+        raise FileNotFoundError(f"{path}: no usable fine-tuning results (results/<hash>.json)")
     return out
 
 

@@ -60,6 +60,35 @@ def _bad(path: Path, lineno: int, why: str) -> ValueError:
     return ValueError(f"{path}:{lineno}: {why}")
 
 
+# Landmarks may lie a little outside the frame (an occluded jaw point at the border of a 300W
+# photo); a point further out than this share of the image's side is a wrong label.
+OUTSIDE_TOLERANCE = 0.25
+
+
+def check_points(points: np.ndarray, image: Path, where: str) -> None:
+    """Refuse a landmark label that would train or score garbage: NaN/inf, or far off the image.
+
+    Without this a NaN label trains to a NaN loss and the run is stored as finished with
+    `nme=nan`; a swapped x/y column scores a plausible but meaningless NME.
+    """
+    if not np.isfinite(points).all():
+        raise ValueError(f"{where}: landmark coordinates must be finite numbers (found NaN or inf)")
+    try:
+        with Image.open(image) as im:
+            w, h = im.size
+    except FileNotFoundError:
+        raise ValueError(f"{where}: image {image} does not exist") from None
+    except (OSError, ValueError) as exc:
+        raise ValueError(f"{where}: cannot read image {image}: {exc}") from None
+    lo = -OUTSIDE_TOLERANCE * np.array([w, h])
+    hi = (1 + OUTSIDE_TOLERANCE) * np.array([w, h])
+    outside = ((points < lo) | (points > hi)).any(axis=1)
+    if outside.any():
+        i = int(np.flatnonzero(outside)[0])
+        raise ValueError(f"{where}: point {i} at ({points[i, 0]:g}, {points[i, 1]:g}) lies outside the "
+                         f"{w}x{h} image {image.name}")
+
+
 # ---------------------------------------------------------------- landmarks
 
 def read_landmarks5(path: str | Path, root: str | Path | None = None) -> list[dict]:
@@ -88,7 +117,9 @@ def read_landmarks5(path: str | Path, root: str | Path | None = None) -> list[di
         except ValueError:
             raise _bad(path, lineno, "non-numeric coordinate") from None
         pts = np.stack([nums[:k], nums[k:]], axis=1)
-        records.append({"key": record_key(parts[0]), "path": str(_resolve(root, parts[0])), "target": pts})
+        image = _resolve(root, parts[0])
+        check_points(pts, image, f"{path}:{lineno}")
+        records.append({"key": record_key(parts[0]), "path": str(image), "target": pts})
     if not records:
         raise ValueError(f"{path}: no samples")
     return records
@@ -102,7 +133,10 @@ def read_pts(path: str | Path) -> np.ndarray:
     if not m or not body:
         raise ValueError(f"{path}: not an iBUG .pts file (needs 'n_points:' and '{{ x y ... }}')")
     n = int(m.group(1))
-    nums = np.asarray(body.group(1).split(), dtype=np.float32)
+    try:
+        nums = np.asarray(body.group(1).split(), dtype=np.float32)
+    except ValueError:
+        raise ValueError(f"{path}: non-numeric coordinate") from None
     if nums.size != 2 * n:
         raise ValueError(f"{path}: n_points {n} but {nums.size // 2} points listed")
     return nums.reshape(n, 2) - 1.0
@@ -119,6 +153,7 @@ def read_pts_dir(root: str | Path, box_margin: float = 1.3) -> list[dict]:
             log.warning("%s: no image beside it, skipped", pts)
             continue
         points = read_pts(pts)
+        check_points(points, image, str(pts))
         lo, hi = points.min(0), points.max(0)   # whole photos: crop a square around the face
         box = (float(lo[0] + hi[0]) / 2 + 0.5, float(lo[1] + hi[1]) / 2 + 0.5, float(max(hi - lo)) * box_margin)
         records.append({"key": record_key(str(image.relative_to(root))), "path": str(image),
@@ -180,6 +215,8 @@ def read_regression(path: str | Path, root: str | Path | None = None) -> tuple[l
             target = np.asarray([float(r[c]) for c in names], dtype=np.float32)
         except (TypeError, ValueError):
             raise _bad(path, i, "non-numeric target") from None
+        if not np.isfinite(target).all():
+            raise _bad(path, i, "targets must be finite numbers (found NaN or inf)")
         records.append({"key": record_key(r["path"]), "path": str(_resolve(root, r["path"])), "target": target})
     return records, names
 

@@ -14,6 +14,7 @@ search (shared by the seeds, cached on disk) runs once.
 from __future__ import annotations
 
 import logging
+import math
 import shutil
 import time
 from dataclasses import dataclass
@@ -112,6 +113,11 @@ def run_one(cfg: FinetuneConfig, task, data: TaskData, run: Run, init_id: dict, 
         pool_size = len(pool)
         model, history = distill_mod.self_distill(cfg, task, model, records, pool, run.init, hp, run.seed, device)
     metrics = trainer.evaluate(model, task, data.test, cfg.train, pairs=data.pairs, device=device)
+    headline = metrics.get(task.primary)
+    if not isinstance(headline, (int, float)) or not math.isfinite(headline):
+        # a diverged run (NaN loss) is a failed run, never a finished one with nme=nan
+        raise FloatingPointError(f"{task.primary} is {headline!r} (final training loss {losses[-1]!r}); "
+                                 f"the run is not recorded")
     result = {
         "key": key, "task": cfg.task, "dataset": cfg.data, "init": run.init, "fraction": run.fraction,
         "seed": run.seed, "adapt": cfg.adapt, "distill": cfg.distill,

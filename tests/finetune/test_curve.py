@@ -71,4 +71,4 @@ def test_table_plot_and_cli(tmp_path, capsys):
 
 def test_no_results_is_a_clear_error(tmp_path, capsys):
     assert cli_main(["curve", str(tmp_path)]) == 2
-    assert "no fine-tuning results" in capsys.readouterr().err
+    assert "no usable fine-tuning results" in capsys.readouterr().err

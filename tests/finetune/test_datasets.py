@@ -20,12 +20,17 @@ def test_landmarks5_list(shared_data):
 
 
 def test_landmarks5_bad_lines(tmp_path):
+    from PIL import Image
+    Image.new("RGB", (32, 32)).save(tmp_path / "a.jpg")
     bad = tmp_path / "bad.txt"
     bad.write_text("a.jpg 1 2 3 4 5 6 7 8 9 10\nb.jpg 1 2 3\n")
     with pytest.raises(ValueError, match="bad.txt:2"):
         ds.read_landmarks5(bad)
     bad.write_text("a.jpg 1 2 3 4 x 6 7 8 9 10\n")
     with pytest.raises(ValueError, match="non-numeric"):
+        ds.read_landmarks5(bad)
+    bad.write_text("a.jpg 1 2 3 4 5 6 7 8 9 10\nmissing.jpg 1 2 3 4 5 6 7 8 9 10\n")
+    with pytest.raises(ValueError, match="bad.txt:2: image .*missing.jpg does not exist"):
         ds.read_landmarks5(bad)
 
 

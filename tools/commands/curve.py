@@ -24,8 +24,9 @@ def run(args: argparse.Namespace) -> int:
     from facesift.common.atomic import atomic_write_json
     from facesift.common.logsetup import summary
 
+    skipped: list[str] = []
     try:
-        results = load_results(args.results)
+        results = load_results(args.results, skipped)
         blocks = summarise(results, args.metric, args.tolerance)
     except (FileNotFoundError, ValueError) as exc:
         log.error("%s", exc)
@@ -35,5 +36,5 @@ def run(args: argparse.Namespace) -> int:
     base = base.parent if base.name == "results" else base
     png = plot(blocks, args.plot or base / "curve.png")
     atomic_write_json(base / "curve.json", [{k: v for k, v in b.items()} for b in blocks])
-    summary("curve", results=len(results), groups=len(blocks), plot=str(png))
-    return 0
+    summary("curve", results=len(results), skipped=len(skipped), groups=len(blocks), plot=str(png))
+    return 1 if skipped else 0

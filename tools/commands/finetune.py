@@ -57,12 +57,13 @@ def run(args: argparse.Namespace) -> int:
     except (ValueError, FileNotFoundError) as exc:
         log.error("%s", exc)
         return 2
-    save_config(cfg, Path(cfg.out) / "config.yaml")
+    from facesift.common.lock import LockHeld, output_lock, rank_lock_name
     from facesift.common.stopping import GracefulStop, StopRequested, stop_code
     try:
-        with GracefulStop():
+        with output_lock(cfg.out, rank_lock_name()), GracefulStop():
+            save_config(cfg, Path(cfg.out) / "config.yaml")
             counts = run_grid(cfg)
-    except (ValueError, FileNotFoundError) as exc:
+    except (ValueError, FileNotFoundError, LockHeld, NotADirectoryError) as exc:
         log.error("%s", exc)
         return 2
     except StopRequested as stop:
