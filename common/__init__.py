@@ -1,7 +1,12 @@
 """The common floor: what every stage shares, importing no stage and nothing above.
 
-- config.py     dataclass configs, YAML + `--set` overrides, secret redaction, saved configs
+- config.py     dataclass configs, YAML + `--set` overrides, range-checked fields, secret redaction, saved configs
 - atomic.py     temp-file + rename writes so killed jobs leave no half files
+- lock.py       one run per output directory (flock; the refusal names the holder's pid)
 - logsetup.py   logging format, secret scrubbing, quiet third-party loggers, the one-line summary
+- progress.py   tqdm bars on a terminal, one plain line per 30 s in a log
 - stopping.py   stop signals (SIGTERM/SIGUSR1/Ctrl-C) honoured at a step boundary
+- runtime.py    rank / world size / local rank from torchrun's environment, device choice
+- images.py     image file suffixes, shard image members, ImageNet mean/std
+- licenses.py   the Flickr licence table: names and URLs
 """
