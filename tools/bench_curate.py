@@ -54,10 +54,11 @@ ROOT = Path(__file__).resolve().parents[1]
 from checkout import ensure_importable  # noqa: E402  (tools/ is sys.path[0])
 
 ensure_importable()
+from facesift.common.images import IMAGE_SUFFIXES  # noqa: E402
+
 BENCH = ROOT / ".bench"
 I2D_VENV = BENCH / "img2dataset"
 DEFAULT_PHOTOS = [ROOT.parent / "shared" / "data" / "photos", ROOT.parent / "shared" / "data" / "yalefaces"]
-IMAGE_EXTS = {".jpg", ".jpeg", ".png", ".gif", ".ppm", ".pgm", ".bmp", ".webp", ".tif", ".tiff"}
 
 
 # ---- set-up ------------------------------------------------------------------------------------
@@ -80,7 +81,7 @@ def flat_sources(folders: list[Path], into: Path) -> Path:
         if not folder.is_dir():
             raise SystemExit(f"--photos {folder}: not a directory")
         for path in sorted(folder.iterdir()):
-            if path.suffix.lower() in IMAGE_EXTS:
+            if path.suffix.lower() in IMAGE_SUFFIXES:
                 link = into / f"{folder.name}-{path.name}"
                 if not link.exists():
                     link.symlink_to(path.resolve())
