@@ -7,5 +7,8 @@
 - optim.py        LARS, warm-up + cosine schedule, param groups (BN/bias optionally excluded)
 - distributed.py  process group from torchrun's environment (gloo on CPU, nccl on CUDA)
 - config.py       `PretrainConfig` dataclass tree (presets in configs/*.yaml)
-- train.py        the loop: AMP, channels_last, DDP, checkpoints/resume, CSV + TensorBoard; `python -m facesift.pretrain.train`
+- train.py        set-up and the loop: schedule, AMP, channels_last, DDP, stop signals; `python -m facesift.pretrain.train`
+- checkpoint.py   last.pt / backbone.pt (atomic), what a checkpoint holds, exact resume
+- trainlog.py     metrics.csv, TensorBoard and the progress bar of a run (rank 0)
+- launch.py       `facesift pretrain --nproc G`: re-run under torchrun, stop signals passed on
 """

@@ -10,6 +10,7 @@ import argparse
 from dataclasses import dataclass, field
 
 from facesift.common.config import add_config_args
+from facesift.common.images import IMAGENET_MEAN, IMAGENET_STD
 
 
 @dataclass
@@ -33,8 +34,8 @@ class CropConfig:
     blur_p: float = 0.5
     blur_sigma: list[float] = field(default_factory=lambda: [0.1, 2.0])  # pixels, like PIL's radius
     flip_p: float = 0.5
-    mean: list[float] = field(default_factory=lambda: [0.485, 0.456, 0.406])
-    std: list[float] = field(default_factory=lambda: [0.229, 0.224, 0.225])
+    mean: list[float] = field(default_factory=lambda: list(IMAGENET_MEAN))
+    std: list[float] = field(default_factory=lambda: list(IMAGENET_STD))
 
 
 @dataclass

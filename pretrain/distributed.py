@@ -2,12 +2,13 @@
 from __future__ import annotations
 
 import datetime
-import os
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 import torch.distributed as dist
+
+from facesift.common.runtime import env_rank, process_group_world
 
 
 @dataclass
@@ -24,9 +25,7 @@ class DistInfo:
 
 def init_distributed(device: str = "auto") -> DistInfo:
     """Join the process group torchrun describes (WORLD_SIZE > 1); single process otherwise."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    rank = int(os.environ.get("RANK", "0"))
-    local = int(os.environ.get("LOCAL_RANK", "0"))
+    rank, world, local = env_rank()
     use_cuda = torch.cuda.is_available() if device == "auto" else device.startswith("cuda")
     if use_cuda and not torch.cuda.is_available():
         raise RuntimeError("device=cuda requested but CUDA is not available")
@@ -40,16 +39,17 @@ def init_distributed(device: str = "auto") -> DistInfo:
 
 def gather_objects(obj: Any) -> list[Any]:
     """Every rank's `obj`, in rank order (a list of one without a process group)."""
-    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+    world = process_group_world()
+    if world == 1:
         return [obj]
-    out: list[Any] = [None] * dist.get_world_size()
+    out: list[Any] = [None] * world
     dist.all_gather_object(out, obj)
     return out
 
 
 def max_over_ranks(value: int, device: torch.device) -> int:
     """The largest `value` of all ranks, on every rank (one tiny all-reduce)."""
-    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+    if process_group_world() == 1:
         return value
     t = torch.tensor([value], device=device)
     dist.all_reduce(t, op=dist.ReduceOp.MAX)

@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from facesift.pretrain.backbone import build_resnet
+from facesift.common.runtime import process_group_world
 
 
 class SwAVModel(nn.Module):
@@ -73,12 +74,8 @@ def drop_prototype_grads(model: nn.Module) -> None:
             p.grad = None
 
 
-def _world() -> int:
-    return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
-
-
 def _all_reduce(t: torch.Tensor, op=None) -> torch.Tensor:
-    if _world() > 1:
+    if process_group_world() > 1:
         dist.all_reduce(t, op=op or dist.ReduceOp.SUM)
     return t
 
@@ -106,9 +103,9 @@ def distributed_sinkhorn(scores: torch.Tensor, epsilon: float = 0.05, iterations
     score range or ε.
     """
     with torch.autocast(device_type=scores.device.type, enabled=False):
-        distributed = _world() > 1
+        distributed = process_group_world() > 1
         log_q = (scores.detach().float() / epsilon).t()  # K × B_local
-        n_protos, n_samples = log_q.shape[0], log_q.shape[1] * _world()
+        n_protos, n_samples = log_q.shape[0], log_q.shape[1] * process_group_world()
         log_q = log_q - _logsumexp(log_q, None, distributed)
         for _ in range(iterations):
             log_q = log_q - _logsumexp(log_q, 1, distributed) - math.log(n_protos)

@@ -5,78 +5,46 @@ Run as `facesift pretrain ...` (one process, or `--nproc G` which re-launches th
 
     torchrun --nproc_per_node=G -m facesift.pretrain.train --shards DIR --out DIR --config configs/gpu-r50.yaml
 
-Everything a resumed run needs is in `last.pt` (model, optimiser, AMP scaler, step — the LR
-schedule is a pure function of it —, each rank's queue, stream position and RNG states, and
-the config), written atomically every `checkpoint_every` steps and at every epoch's end.
+Here: the set-up (seeds, schedule, model, optimiser) and the loop. Everything a resumed run
+needs is in `last.pt` (checkpoint.py: model, optimiser, AMP scaler, step — the LR schedule is a
+pure function of it —, each rank's queue, stream position and RNG states, and the config),
+written atomically every `checkpoint_every` steps and at every epoch's end; metrics.csv,
+TensorBoard and the progress bar are trainlog.py's.
 """
 from __future__ import annotations
 
 import argparse
-import csv
 import functools
-import io
 import logging
 import math
 import random
 import signal
 import sys
-import time
-from dataclasses import asdict
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterable, Iterator
 
 import numpy as np
 import torch
 from torch import nn
 
 from facesift.pretrain import distributed as D
+from facesift.pretrain.checkpoint import (RunState, fresh_stream, refuse_overwrite, resume_checkpoint,
+                                          save_checkpoint)
 from facesift.pretrain.config import PretrainConfig, add_args
-from facesift.pretrain.data import StreamState, count_samples, make_loader, read_keys
+from facesift.pretrain.data import count_samples, make_loader, read_keys
 from facesift.pretrain.multicrop import augment_batch, crop_plan, cut_crops
 from facesift.pretrain.optim import LARS, lr_at, param_groups, scaled_lr
-from facesift.pretrain.swav import (CollapseWatch, SwAVModel, drop_prototype_grads, make_queue,
-                           normalize_prototypes, swav_loss)
+from facesift.pretrain.swav import (CollapseWatch, SwAVModel, SwAVStats, drop_prototype_grads, make_queue,
+                                    normalize_prototypes, swav_loss)
+from facesift.pretrain.trainlog import TrainLog
 from facesift.shards.index import shard_urls
-from facesift.common.atomic import atomic_write, atomic_write_text, remove_stale_temps
-from facesift.common.config import resolve, save_config, to_dict
+from facesift.common.atomic import remove_stale_temps
+from facesift.common.config import resolve, save_config
+from facesift.common.runtime import env_rank
 from facesift.common.stopping import GracefulStop, stop_code
 
 log = logging.getLogger("facesift.pretrain")
-CSV_FIELDS = ["step", "epoch", "loss", "lr", "images_per_s", "data_wait", "entropy",
-              "prototypes_used", "max_share", "bad_samples"]
-
-
-def save_torch(obj, path: Path) -> None:
-    """torch.save to a temporary sibling, then os.replace: never a truncated checkpoint."""
-    with atomic_write(path, "wb") as fh:
-        torch.save(obj, fh)
-
-
-def _rng_state() -> dict:
-    state = {"torch": torch.get_rng_state(), "python": random.getstate(), "numpy": np.random.get_state()}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state()
-    return state
-
-
-def _set_rng_state(state: dict) -> None:
-    torch.set_rng_state(state["torch"])
-    random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state(state["cuda"])
-
-
-def _trim_csv(path: Path, last_step: int) -> None:
-    """On resume, drop rows logged after the checkpoint (they will be logged again)."""
-    if not path.exists():
-        return
-    with path.open() as fh:
-        rows = [r for r in csv.DictReader(fh) if int(r["step"]) <= last_step]
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=CSV_FIELDS)
-    writer.writeheader()
-    writer.writerows(rows)
-    atomic_write_text(path, buf.getvalue())
 
 
 def bf16_native(device: torch.device) -> bool:
@@ -97,19 +65,79 @@ def _cpu_bf16() -> bool:
     return any(f" {flag}" in flags for flag in ("avx512_bf16", "amx_bf16"))
 
 
+@dataclass(frozen=True)
+class Schedule:
+    """The run's length and learning rates, fixed by the config, the data and the world size."""
+    global_batch: int
+    steps_per_epoch: int
+    total_steps: int       # all epochs: the cosine schedule's length
+    stop_step: int         # where this run ends (max_steps may end it early)
+    warmup_steps: int
+    base_lr: float
+    final_lr: float
+    start_lr: float
+
+    def lr(self, step: int) -> float:
+        return lr_at(step, self.total_steps, self.warmup_steps, self.base_lr, self.final_lr, self.start_lr)
+
+
+def make_schedule(cfg: PretrainConfig, n_samples: int, world_size: int) -> Schedule:
+    """Epochs in whole global batches; learning rates scaled linearly with the global batch."""
+    global_batch = cfg.data.batch_size * world_size
+    steps_per_epoch = n_samples // global_batch
+    if steps_per_epoch < 1:
+        raise ValueError(f"{n_samples} samples per epoch is less than one global batch ({global_batch}): "
+                         "lower data.batch_size or set data.epoch_size")
+    total_steps = cfg.optim.epochs * steps_per_epoch
+    o = cfg.optim
+    return Schedule(global_batch, steps_per_epoch, total_steps,
+                    min(total_steps, cfg.max_steps) if cfg.max_steps else total_steps,
+                    int(round(o.warmup_epochs * steps_per_epoch)),
+                    *(scaled_lr(lr, global_batch, o.reference_batch) for lr in (o.base_lr, o.final_lr, o.start_warmup)))
+
+
+def _set_up(cfg: PretrainConfig, di: D.DistInfo) -> None:
+    """The output folder (rank 0: stale temporaries gone, config saved), seeds and CUDA flags."""
+    if di.main:
+        out = Path(cfg.out)
+        out.mkdir(parents=True, exist_ok=True)
+        remove_stale_temps(out)
+        save_config(cfg, out / "pretrain.yaml")
+    torch.manual_seed(cfg.seed)
+    random.seed(cfg.seed)
+    np.random.seed(cfg.seed)
+    if di.device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+
+
+def _build(cfg: PretrainConfig, di: D.DistInfo, lr: float
+           ) -> tuple[SwAVModel, torch.optim.Optimizer, torch.amp.GradScaler]:
+    """Model on its device (SyncBatchNorm under DDP on CUDA), LARS or SGD, and the AMP scaler."""
+    model = SwAVModel(cfg.model.arch, cfg.model.hidden_mlp, cfg.model.feat_dim, cfg.model.nmb_prototypes)
+    if di.world_size > 1 and cfg.model.sync_bn:
+        if di.device.type == "cuda":
+            model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+        elif di.main:
+            log.info("SyncBatchNorm needs CUDA: on CPU each rank normalises with its own batch statistics")
+    model = model.to(di.device, memory_format=torch.channels_last if cfg.channels_last else torch.contiguous_format)
+    groups = param_groups(model, cfg.optim.weight_decay, cfg.optim.exclude_bn_bias)
+    if cfg.optim.lars:
+        optimizer = LARS(groups, lr=lr, momentum=cfg.optim.momentum,
+                         weight_decay=cfg.optim.weight_decay, trust_coefficient=cfg.optim.trust_coefficient)
+    else:
+        optimizer = torch.optim.SGD(groups, lr=lr, momentum=cfg.optim.momentum)
+    scaler = torch.amp.GradScaler("cuda", enabled=False)  # bf16 needs no loss scaling; kept for the format
+    return model, optimizer, scaler
+
+
 def train(cfg: PretrainConfig, resume: bool = False, restart: bool = False) -> dict:
     """Pretrain; returns the run's summary counts (also printed by the CLI).
 
     An existing OUT/last.pt is never overwritten by accident: without `resume` (continue it)
     or `restart` (start over) that is an error, before any process group or data is touched."""
-    ckpt_path = Path(cfg.out) / "last.pt"
-    if ckpt_path.exists() and not (resume or restart):
-        try:
-            step = torch.load(ckpt_path, map_location="cpu", weights_only=False).get("step", "?")
-        except Exception as exc:  # noqa: BLE001 - only for the message
-            step = f"unreadable: {type(exc).__name__}"
-        raise FileExistsError(f"{ckpt_path} exists (step {step}): add --resume to continue that run, "
-                              "or --restart to start over and replace it")
+    refuse_overwrite(cfg.out, resume, restart)
     dist_info = D.init_distributed(cfg.device)
     try:
         with GracefulStop() as stopper:
@@ -121,228 +149,106 @@ def train(cfg: PretrainConfig, resume: bool = False, restart: bool = False) -> d
 def _train(cfg: PretrainConfig, resume: bool, di: D.DistInfo, stopper: GracefulStop) -> dict:
     if not cfg.shards:
         raise ValueError("no shards given: --shards DIR (or set shards: in the config)")
-    out = Path(cfg.out)
-    device = di.device
-    cuda = device.type == "cuda"
-    if di.main:
-        out.mkdir(parents=True, exist_ok=True)
-        remove_stale_temps(out)
-        save_config(cfg, out / "pretrain.yaml")
-    torch.manual_seed(cfg.seed)
-    random.seed(cfg.seed)
-    np.random.seed(cfg.seed)
-    if cuda:
-        torch.backends.cudnn.benchmark = True
-        torch.backends.cuda.matmul.allow_tf32 = True
-        torch.backends.cudnn.allow_tf32 = True
-
+    out, device = Path(cfg.out), di.device
+    _set_up(cfg, di)
     urls = shard_urls(cfg.shards)
     keys = read_keys(cfg.data.keys) if cfg.data.keys else None
-    n_samples = cfg.data.epoch_size or count_samples(cfg.shards, keys)
-    global_batch = cfg.data.batch_size * di.world_size
-    steps_per_epoch = n_samples // global_batch
-    if steps_per_epoch < 1:
-        raise ValueError(f"{n_samples} samples per epoch is less than one global batch ({global_batch}): "
-                         "lower data.batch_size or set data.epoch_size")
-    total_steps = cfg.optim.epochs * steps_per_epoch
-    stop_step = min(total_steps, cfg.max_steps) if cfg.max_steps else total_steps
-    warmup_steps = int(round(cfg.optim.warmup_epochs * steps_per_epoch))
-    base_lr = scaled_lr(cfg.optim.base_lr, global_batch, cfg.optim.reference_batch)
-    final_lr = scaled_lr(cfg.optim.final_lr, global_batch, cfg.optim.reference_batch)
+    sched = make_schedule(cfg, cfg.data.epoch_size or count_samples(cfg.shards, keys), di.world_size)
     plan = crop_plan(cfg.crops)
-    n_crops = len(plan)
-    assign = tuple(cfg.swav.crops_for_assign)
-
-    model = SwAVModel(cfg.model.arch, cfg.model.hidden_mlp, cfg.model.feat_dim, cfg.model.nmb_prototypes)
-    if di.world_size > 1 and cfg.model.sync_bn:
-        if cuda:
-            model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
-        elif di.main:
-            log.info("SyncBatchNorm needs CUDA: on CPU each rank normalises with its own batch statistics")
-    model = model.to(device, memory_format=torch.channels_last if cfg.channels_last else torch.contiguous_format)
-    core = model
-    groups = param_groups(model, cfg.optim.weight_decay, cfg.optim.exclude_bn_bias)
-    if cfg.optim.lars:
-        optimizer = LARS(groups, lr=base_lr, momentum=cfg.optim.momentum,
-                         weight_decay=cfg.optim.weight_decay, trust_coefficient=cfg.optim.trust_coefficient)
-    else:
-        optimizer = torch.optim.SGD(groups, lr=base_lr, momentum=cfg.optim.momentum)
     amp = cfg.amp and bf16_native(device)
-    scaler = torch.amp.GradScaler("cuda", enabled=False)  # bf16 needs no loss scaling; kept for the format
-
-    step, epoch, queue, use_queue = 0, 0, None, False
-    stream = StreamState(num_workers=max(1, cfg.data.workers))
-    ckpt_path = out / "last.pt"
-    if resume and ckpt_path.exists():
-        ck = torch.load(ckpt_path, map_location="cpu", weights_only=False)
-        core.load_state_dict(ck["model"])
-        optimizer.load_state_dict(ck["optimizer"])
-        if ck.get("scaler"):
-            scaler.load_state_dict(ck["scaler"])
-        step, epoch = ck["step"], ck["epoch"]
-        if ck.get("steps_per_epoch") != steps_per_epoch:
-            log.warning("steps per epoch changed (%s -> %s): the schedule continues by step",
-                        ck.get("steps_per_epoch"), steps_per_epoch)
-        if ck.get("world_size") == di.world_size:
-            rank_state = ck["ranks"][di.rank]
-            queue = rank_state["queue"].to(device) if rank_state["queue"] is not None else None
-            use_queue = rank_state["use_queue"]
-            stream = StreamState(**rank_state["stream"])
-            _set_rng_state(rank_state["rng"])
-            if stream.steps >= steps_per_epoch:  # saved after an epoch's last step, before it advanced
-                epoch, stream, use_queue = epoch + 1, StreamState(num_workers=max(1, cfg.data.workers)), False
-        else:
-            log.warning("resuming on %d ranks (checkpoint: %s): queue and stream positions restart",
-                        di.world_size, ck.get("world_size"))
-        if di.main:
-            log.info("resumed from %s at step %d (epoch %d)", ckpt_path, step, epoch)
-    elif resume and di.main:
-        log.info("--resume: no %s yet, starting fresh", ckpt_path)
-
+    core, optimizer, scaler = _build(cfg, di, sched.base_lr)
+    state = (resume_checkpoint(out, core, optimizer, scaler, sched.steps_per_epoch, di, cfg.data.workers)
+             if resume else RunState(fresh_stream(cfg.data.workers)))
+    checkpoint = functools.partial(save_checkpoint, out, state, core, optimizer, scaler, cfg,
+                                   sched.steps_per_epoch, di)
     if cfg.compile:
         core.backbone = torch.compile(core.backbone)
-    if di.world_size > 1:
-        model = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if cuda else None)
-
-    def checkpoint(final: bool = False) -> None:
-        per_rank = D.gather_objects({
-            "queue": queue.cpu() if queue is not None else None, "use_queue": use_queue,
-            "stream": asdict(stream), "rng": _rng_state()})
-        if di.main:
-            state = {"model": core.state_dict(), "optimizer": optimizer.state_dict(),
-                     "scaler": scaler.state_dict(), "step": step, "epoch": epoch,
-                     "steps_per_epoch": steps_per_epoch, "world_size": di.world_size,
-                     "ranks": per_rank, "config": to_dict(cfg)}
-            save_torch(state, ckpt_path)
-            if final:
-                backbone = {k: v.detach().cpu().contiguous() for k, v in core.backbone.state_dict().items()}
-                save_torch({k.replace("_orig_mod.", ""): v for k, v in backbone.items()}, out / "backbone.pt")
-        D.barrier()
-
-    writer = csv_fh = csv_writer = None
-    if di.main:
-        csv_path = out / "metrics.csv"
-        if step:
-            _trim_csv(csv_path, step)
-        new_csv = not csv_path.exists() or step == 0
-        csv_fh = csv_path.open("w" if new_csv else "a", newline="")
-        csv_writer = csv.DictWriter(csv_fh, fieldnames=CSV_FIELDS)
-        if new_csv:
-            csv_writer.writeheader()
-        try:
-            from torch.utils.tensorboard import SummaryWriter
-            writer = SummaryWriter(str(out / "tb"), purge_step=step or None)
-        except ImportError:  # tensorboard is a dependency, but logging must never stop a run
-            log.warning("tensorboard not importable: CSV logs only")
-
+    model = nn.parallel.DistributedDataParallel(
+        core, device_ids=[device.index] if device.type == "cuda" else None) if di.world_size > 1 else core
+    metrics = TrainLog(out, state.step, sched.stop_step, sched.global_batch, cfg.log_every, di.main)
     watch = CollapseWatch(cfg.model.nmb_prototypes, warmup_steps=cfg.collapse_warmup_steps,
                           patience=cfg.collapse_patience)
-    bar = None
-    if di.main:
-        from tqdm import tqdm
-        bar = tqdm(total=stop_step, initial=step, desc="pretrain", unit="step", dynamic_ncols=True,
-                   disable=None)
-    bad_total, images, last_loss = 0, 0, float("nan")
-    t_window, wait_window, n_window = time.perf_counter(), 0.0, 0
-    start_step = step
+    start_step, bad_total, last_loss, stopped = state.step, 0, float("nan"), None
     aug_gen = torch.Generator(device=device)
 
-    stopped: str | None = None
-    while step < stop_step and epoch < cfg.optim.epochs:
-        if cfg.swav.queue_length > 0 and epoch >= cfg.swav.epoch_queue_starts and queue is None:
-            queue = make_queue(cfg.swav.queue_length, len(assign), cfg.model.feat_dim, global_batch,
-                               di.world_size, device)
-        steps_this_epoch = min(steps_per_epoch, stream.steps + (stop_step - step))
-        loader = make_loader(urls, cfg.crops, cfg.data, cfg.data.batch_size, cfg.seed, epoch,
-                             steps_this_epoch, di.rank, di.world_size, keys, stream, pin_memory=cuda)
-        t_wait = time.perf_counter()
-        for batch in _unless_stopping(loader, stopper):
-            wait_window += time.perf_counter() - t_wait
-            lr = lr_at(step, total_steps, warmup_steps, base_lr, final_lr,
-                       scaled_lr(cfg.optim.start_warmup, global_batch, cfg.optim.reference_batch))
-            for group in optimizer.param_groups:
-                group["lr"] = lr
-            normalize_prototypes(core)
+    while state.step < sched.stop_step and state.epoch < cfg.optim.epochs:
+        if cfg.swav.queue_length > 0 and state.epoch >= cfg.swav.epoch_queue_starts and state.queue is None:
+            state.queue = make_queue(cfg.swav.queue_length, len(cfg.swav.crops_for_assign), cfg.model.feat_dim,
+                                     sched.global_batch, di.world_size, device)
+        steps_this_epoch = min(sched.steps_per_epoch, state.stream.steps + (sched.stop_step - state.step))
+        loader = make_loader(urls, cfg.crops, cfg.data, cfg.data.batch_size, cfg.seed, state.epoch,
+                             steps_this_epoch, di.rank, di.world_size, keys, state.stream,
+                             pin_memory=device.type == "cuda")
+        for batch in metrics.timed(_unless_stopping(loader, stopper)):
+            lr = sched.lr(state.step)
             if cfg.data.augment_on_device:
-                cut = cut_crops(batch["images"].to(device, non_blocking=True),
-                                batch["boxes"].to(device, non_blocking=True), plan)
-                crops = augment_batch(cut, cfg.crops, aug_gen.manual_seed(batch["seed"]))
+                crops = augment_batch(cut_crops(batch["images"].to(device, non_blocking=True),
+                                                batch["boxes"].to(device, non_blocking=True), plan),
+                                      cfg.crops, aug_gen.manual_seed(batch["seed"]))
             else:
                 crops = [c.to(device, non_blocking=True) for c in batch["crops"]]
-            with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=amp):
-                z, scores = model(crops)
-            loss, use_queue, stats = swav_loss(
-                z, scores, cfg.data.batch_size, n_crops, core.prototypes.weight, assign,
-                cfg.swav.temperature, cfg.swav.epsilon, cfg.swav.sinkhorn_iterations, queue, use_queue)
-            if not math.isfinite(stats.loss):
-                raise FloatingPointError(f"loss is {stats.loss} at step {step}: lower optim.base_lr")
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            if step < cfg.swav.freeze_prototypes_niters:
-                drop_prototype_grads(core)
-            optimizer.step()
-            step += 1
-            stream.update(batch)
+            stats = _sgd_step(cfg, model, core, optimizer, crops, lr, state, amp)
+            state.step += 1
+            state.stream.update(batch)
             bad_total += batch["bad"]
-            images += global_batch
-            n_window += 1
             last_loss = stats.loss
-            message = watch.update(step, stats)
+            message = watch.update(state.step, stats)
             if message and di.main:
                 log.warning(message)
-            if di.main and (step % cfg.log_every == 0 or step == stop_step):
-                elapsed = time.perf_counter() - t_window
-                row = {"step": step, "epoch": epoch, "loss": round(stats.loss, 5), "lr": lr,
-                       "images_per_s": round(n_window * global_batch / max(elapsed, 1e-9), 2),
-                       "data_wait": round(wait_window / max(elapsed, 1e-9), 4),
-                       "entropy": round(stats.entropy, 5), "prototypes_used": stats.prototypes_used,
-                       "max_share": round(stats.max_share, 4), "bad_samples": bad_total}
-                csv_writer.writerow(row)
-                csv_fh.flush()
-                if writer:
-                    for k, v in row.items():
-                        if k not in ("step", "epoch"):
-                            writer.add_scalar(f"pretrain/{k}", v, step)
-                bar.set_postfix(loss=f"{stats.loss:.3f}", ent=f"{stats.entropy:.2f}",
-                                protos=stats.prototypes_used, ips=row["images_per_s"])
-                t_window, wait_window, n_window = time.perf_counter(), 0.0, 0
-            if bar is not None:
-                bar.update(1)
-            if step % cfg.checkpoint_every == 0 and step < stop_step:
+            metrics.step_done(state.step, state.epoch, lr, stats, bad_total)
+            if state.step % cfg.checkpoint_every == 0 and state.step < sched.stop_step:
                 checkpoint()
             signum = D.max_over_ranks(stopper.signum, device)  # every rank stops at the same step
-            if signum and step < stop_step:
+            if signum and state.step < sched.stop_step:
                 stopped = signal.Signals(signum).name
                 break
-            t_wait = time.perf_counter()
-        if stopper.received and not stopped and step < stop_step:  # its workers got the signal first
+        if stopper.received and not stopped and state.step < sched.stop_step:  # its workers got the signal first
             stopped = stopper.received
         if stopped:
-            if step % cfg.checkpoint_every:  # else the periodic checkpoint just wrote this step
+            if state.step % cfg.checkpoint_every:  # else the periodic checkpoint just wrote this step
                 checkpoint()
             if di.main:
                 log.warning("%s: stopped at step %d with a checkpoint in %s; the same command with "
-                            "--resume continues exactly", stopped, step, ckpt_path)
+                            "--resume continues exactly", stopped, state.step, out / "last.pt")
             break
-        if stream.steps >= steps_per_epoch:
-            epoch, stream, use_queue = epoch + 1, StreamState(num_workers=max(1, cfg.data.workers)), False
-            if step < stop_step:
+        if state.stream.steps >= sched.steps_per_epoch:
+            state.next_epoch(cfg.data.workers)
+            if state.step < sched.stop_step:
                 checkpoint()
     if not stopped:
         checkpoint(final=True)
-    if bar is not None:
-        bar.close()
-    if writer:
-        writer.close()
-    if csv_fh:
-        csv_fh.close()
-    return {"steps": step, "new_steps": step - start_step, "epochs": epoch, "images": images,
-            "loss": round(last_loss, 4), "ln_k": round(math.log(cfg.model.nmb_prototypes), 4),
-            "bad_samples": bad_total, "collapse_warnings": len(watch.warnings), "stopped": stopped,
-            "out": str(out)}
+    metrics.close()
+    return {"steps": state.step, "new_steps": state.step - start_step, "epochs": state.epoch,
+            "images": (state.step - start_step) * sched.global_batch, "loss": round(last_loss, 4),
+            "ln_k": round(math.log(cfg.model.nmb_prototypes), 4), "bad_samples": bad_total,
+            "collapse_warnings": len(watch.warnings), "stopped": stopped, "out": str(out)}
 
 
-def _unless_stopping(loader, stopper: GracefulStop):
+def _sgd_step(cfg: PretrainConfig, model: nn.Module, core: SwAVModel, optimizer: torch.optim.Optimizer,
+              crops: list[torch.Tensor], lr: float, state: RunState, amp: bool) -> SwAVStats:
+    """One optimiser step of SwAV on a batch's crops (one tensor per crop of the multi-crop plan);
+    updates the queue in place and `state.use_queue`. `model` is what runs forward (DDP-wrapped
+    under torchrun), `core` the SwAVModel inside it, whose prototypes the step normalises."""
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+    normalize_prototypes(core)
+    with torch.autocast(device_type=crops[0].device.type, dtype=torch.bfloat16, enabled=amp):
+        z, scores = model(crops)
+    s = cfg.swav
+    loss, state.use_queue, stats = swav_loss(
+        z, scores, cfg.data.batch_size, len(crops), core.prototypes.weight,
+        tuple(s.crops_for_assign), s.temperature, s.epsilon, s.sinkhorn_iterations, state.queue, state.use_queue)
+    if not math.isfinite(stats.loss):
+        raise FloatingPointError(f"loss is {stats.loss} at step {state.step}: lower optim.base_lr")
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    if state.step < s.freeze_prototypes_niters:
+        drop_prototype_grads(core)
+    optimizer.step()
+    return stats
+
+
+def _unless_stopping(loader: Iterable[dict], stopper: GracefulStop) -> Iterator[dict]:
     """The loader's batches. If it fails after a stop signal — a scheduler signalled the whole
     process group and the workers went first — it ends quietly instead, so the trainer can
     checkpoint the last finished step."""
@@ -367,15 +273,13 @@ def config_from_args(args: argparse.Namespace) -> PretrainConfig:
 
 def run_from_args(args: argparse.Namespace) -> int:
     """Train as the command line asks; the exit status (`facesift pretrain` and this module's main)."""
-    import os
-
     from facesift.common.logsetup import summary
     try:
         result = train(config_from_args(args), resume=args.resume, restart=args.restart)
     except (ValueError, FileNotFoundError, FileExistsError) as exc:  # the user's to fix: no traceback
         log.error("%s", exc)
         return 2
-    if int(os.environ.get("RANK", "0")) == 0:
+    if env_rank().rank == 0:
         summary("pretrain", **result)
     return stop_code(result["stopped"])
 

@@ -2,12 +2,6 @@
 from __future__ import annotations
 
 import argparse
-import logging
-import os
-import subprocess
-import sys
-
-log = logging.getLogger("facesift.pretrain")
 
 
 def register(subparsers) -> None:
@@ -24,34 +18,6 @@ def register(subparsers) -> None:
     p.set_defaults(func=run)
 
 
-def _forwarded(args: argparse.Namespace) -> list[str]:
-    argv = []
-    if args.shards:
-        argv += ["--shards", str(args.shards)]
-    if args.out:
-        argv += ["--out", str(args.out)]
-    if args.config:
-        argv += ["--config", str(args.config)]
-    for text in args.overrides:
-        argv += ["--set", text]
-    if args.resume:
-        argv.append("--resume")
-    if args.restart:
-        argv.append("--restart")
-    return argv
-
-
 def run(args: argparse.Namespace) -> int:
-    if args.nproc > 1 and "WORLD_SIZE" not in os.environ:
-        cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone",
-               f"--nproc_per_node={args.nproc}", "-m", "facesift.pretrain.train", *_forwarded(args)]
-        log.info("launching %d processes: %s", args.nproc, " ".join(cmd))
-        from facesift.common.stopping import install_forwarding
-        child = subprocess.Popen(cmd)
-        restore = install_forwarding(child.pid)  # a scheduler's SIGTERM reaches torchrun, which tells the workers
-        try:
-            return child.wait()
-        finally:
-            restore()
-    from facesift.pretrain.train import run_from_args
-    return run_from_args(args)
+    from facesift.pretrain.launch import run as run_pretrain
+    return run_pretrain(args, args.nproc)
