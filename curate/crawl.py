@@ -4,7 +4,12 @@ Per query: probe the whole date range (page 1, 500 per page). A window over the 
 split (crawl_windows.py) and its probe discarded; a window within the cap keeps its probe as
 page 1 and is paged to the end. Every page is committed to the catalog as it arrives (photo id
 is the key, so overlaps and repeats dedupe), and a window is recorded as finished only after
-all its pages are committed, so `kill -9` at any moment loses at most one page and a re-run
+all its pages are committed and the distinct ids they returned reach its `total`. Same-second
+ties come back in an order that changes per request, so a page boundary inside one can repeat
+a photo and skip another: windows are paged by date (each request starts at the oldest second
+of the last page, so a tie is always served whole), one-second windows are re-read at other
+page sizes, and a window still short after a bounded number of re-reads is left unfinished
+(exit 1) for the next run. So `kill -9` at any moment loses at most one page and a re-run
 skips finished windows. Queries run one after another (a photo found by two keywords keeps
 the first one's name); windows of a query run on a few threads that share one token bucket.
 """
@@ -13,6 +18,7 @@ from __future__ import annotations
 import collections
 import logging
 import random
+import re
 import threading
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
@@ -20,12 +26,13 @@ from typing import Any
 
 from facesift.curate.catalog import Catalog
 from facesift.curate.crawl_rows import photo_row
-from facesift.curate.crawl_windows import Window, pages_needed, parse_date, parts_needed, uncovered
+from facesift.curate.crawl_windows import (Page, Window, WindowRead, page_items, pages_needed,
+                                           parse_date, parts_needed, reread_per_page, uncovered)
 from facesift.curate.flickr import (DEFAULT_API_URL, URL_ENV, CredentialsError, describe, is_fatal,
                            is_retryable, make_client)
 from facesift.curate.ratelimit import TokenBucket
 from facesift.curate.retry import RetriesExhausted, retry_call
-from facesift.common.config import secret
+from facesift.common.config import bounded, secret
 from facesift.common.logsetup import scrub
 
 log = logging.getLogger(__name__)
@@ -64,6 +71,7 @@ class CrawlConfig:
     max_pixels: int = 1600 * 1600        # fallback: largest offered size under this many pixels
     timeout: float = 30.0                # seconds per HTTP request
     retry: RetryConfig = field(default_factory=RetryConfig)
+    reread_rounds: int = bounded(4, 0, 50)  # rounds a short window may re-read before it is left unfinished
     seed: int = 0                        # backoff jitter
 
 
@@ -86,7 +94,7 @@ def date_range(cfg: CrawlConfig) -> Window:
     lo = parse_date(cfg.min_date)
     if cfg.max_date:
         hi = parse_date(cfg.max_date)
-        if len(str(cfg.max_date).strip()) == 10:  # a bare date includes the whole day
+        if re.fullmatch(r"\d{4}-\d{2}-\d{2}", str(cfg.max_date).strip()):  # a bare date: the whole day
             hi += 86399
     else:
         today = dt.datetime.now(dt.timezone.utc).date().isoformat()
@@ -121,6 +129,7 @@ class Crawler:
         self._catalogued = 0
         self._bar = None
         self.failed_windows: list[tuple[str, Window, str]] = []
+        self.incomplete_windows: list[tuple[str, Window, int, int]] = []  # (query, window, ids, total)
         self._roots: set[Window] = set()
 
     # -- API ---------------------------------------------------------------------------------
@@ -135,12 +144,12 @@ class Crawler:
         with self._lock:
             self.stats.update(counts)
 
-    def search(self, query: str, window: Window, page: int) -> dict:
+    def search(self, query: str, window: Window, page: int, per_page: int | None = None) -> dict:
         """One `flickr.photos.search` page, retried with backoff on transient failures."""
         params: dict[str, Any] = {
             self.cfg.search: query, "min_upload_date": window.lo, "max_upload_date": window.hi,
             "license": ",".join(str(x) for x in sorted(set(self.cfg.licenses))),
-            "extras": self._extras, "per_page": self.cfg.per_page, "page": page,
+            "extras": self._extras, "per_page": per_page or self.cfg.per_page, "page": page,
             "sort": "date-posted-desc", "content_type": 1, "media": "photos"}
 
         def call() -> dict:
@@ -163,10 +172,10 @@ class Crawler:
                           sleep=self._stop.wait, on_retry=on_retry)
 
     # -- one page, one window ----------------------------------------------------------------
-    def _commit_page(self, query: str, answer: dict) -> int:
+    def _commit_page(self, query: str, photos: list[dict]) -> int:
         """Filter and catalogue one page of results; returns how many rows were new."""
         rows, reasons = [], collections.Counter()
-        for photo in answer["photos"].get("photo") or []:
+        for photo in photos:
             row, reason = photo_row(photo, query, self.cfg.licenses, self.cfg.size,
                                     self.cfg.max_pixels)
             if row is None:
@@ -196,9 +205,158 @@ class Crawler:
             self.stats.update(pages=1, photos_new=new, duplicates=len(rows) - new)
             if self.cfg.limit and self._catalogued >= self.cfg.limit:
                 self._stop.set()
-        if self._bar is not None:  # with a limit the bar counts new photos, else results seen
-            self._bar.update(new if self.cfg.limit else len(answer["photos"].get("photo") or []))
+        if self._bar is not None and self.cfg.limit:  # with a limit the bar counts new photos
+            self._bar.update(new)
         return new
+
+    def _take(self, query: str, answer: dict, read: WindowRead,
+              parent: WindowRead | None = None) -> Page:
+        """Commit one page and add its ids to the read; returns the page as served.
+
+        Only photos this window's reads had not returned yet are filtered and committed: the
+        overlap of paging by date and the repeats of re-reads are not new results, so they do
+        not count as duplicates or rejections a second time."""
+        page = page_items(answer)
+        known = read.seen | parent.seen if parent is not None else read.seen
+        fresh = {pid for pid, _ in page} - known
+        self._commit_page(query, [p for p in answer["photos"].get("photo") or []
+                                  if str(p["id"]) in fresh])
+        read.seen |= {pid for pid, _ in page}
+        read.calls += 1
+        if self._bar is not None and not self.cfg.limit:  # without a limit: distinct results seen
+            self._bar.update(len(fresh))
+        return page
+
+    def _read_pages(self, query: str, read: WindowRead, per_page: int, first: dict | None = None,
+                    parent: WindowRead | None = None) -> None:
+        """Read every reachable page of the window once by page number at `per_page` (page 1
+        may be given); the total is the one its first page reported."""
+        window = read.window
+        answer = first if first is not None else self.search(query, window, 1, per_page)
+        read.total = int(answer["photos"]["total"])
+        self._take(query, answer, read, parent)
+        for number in range(2, pages_needed(read.total, self.cfg.cap, per_page) + 1):
+            self._take(query, self.search(query, window, number, per_page), read, parent)
+
+    def _read_one_second(self, query: str, read: WindowRead, first: dict | None = None,
+                         parent: WindowRead | None = None) -> None:
+        """Read a window of one second, re-reading it whole until exact or out of rounds.
+
+        Upload-date bounds have 1 s resolution, so such a window cannot be cut finer. Up to
+        `per_page` photos it is one call and comes back whole; a bigger tie has page boundaries
+        inside it, where the order changing between requests repeats some photos and skips
+        others: each round re-reads it at a smaller page size (other boundaries) and keeps the
+        union, for at most `reread_rounds` rounds. A second past the cap is known to be partial
+        (only the first results are reachable), so it is not re-read.
+        """
+        self._read_pages(query, read, self.cfg.per_page, first, parent)
+        for attempt in range(1, self.cfg.reread_rounds + 1):
+            if not read.missing or read.total > self.cfg.cap:
+                return
+            log.debug("%r %s: %d of %d ids; re-reading it (round %d)", query, read.window,
+                      len(read.seen), read.expected, attempt)
+            self._read_pages(query, read, reread_per_page(self.cfg.per_page, attempt), None, parent)
+
+    def _read_by_date(self, query: str, read: WindowRead, first: dict | None = None) -> None:
+        """One pass over the window, paging by date instead of by page number.
+
+        Each request after the first asks for page 1 of [lo, oldest second on the last page]:
+        the tie at that second comes back whole at the top of the next page (its members
+        already seen are the only overlap, usually one photo), so no page boundary falls inside
+        a tie and none is skipped, at about the calls of numbered pages. A page all of one
+        second cannot move the bound: that second is read on its own, then the pass goes on
+        below it. Ends when a page holds all that is left (or nothing), so it always terminates:
+        the upper bound goes down every request.
+        """
+        lo, hi = read.window.lo, read.window.hi
+        answer = first if first is not None else self.search(query, read.window, 1)
+        read.total = int(answer["photos"]["total"])
+        while True:
+            left = int(answer["photos"]["total"])
+            page = self._take(query, answer, read)
+            if not page or left <= len(page):
+                return
+            oldest = page[-1][1]
+            if oldest is None or oldest > hi:  # no usable dates: page by number instead
+                log.debug("%r %s: no upload dates on a page; paging by number", query, read.window)
+                self._read_pages(query, read, self.cfg.per_page)
+                return
+            if page[0][1] == oldest:  # the bound cannot move: a page all of one second
+                tie = WindowRead(Window(oldest, oldest), 0, self.cfg.cap)
+                self._read_one_second(query, tie, parent=read)
+                read.seen |= tie.seen
+                read.calls += tie.calls
+                oldest -= 1
+            hi = oldest
+            if hi < lo:
+                return
+            answer = self.search(query, Window(lo, hi), 1)
+
+    def _read_window(self, query: str, read: WindowRead, first: dict) -> None:
+        """Read a window until its distinct ids reach its total, or the rounds run out.
+
+        A window longer than a second is read by date (no page boundary inside a tie); if it
+        still comes back short (a total that counts a photo search never returns, a deletion
+        between pages), each round reads it again from a fresh total, at most `reread_rounds`.
+        """
+        if read.window.span == 1:
+            self._read_one_second(query, read, first)
+            return
+        self._read_by_date(query, read, first)
+        for attempt in range(1, self.cfg.reread_rounds + 1):
+            if not read.missing:
+                return
+            log.debug("%r %s: %d of %d ids; re-reading it (round %d)", query, read.window,
+                      len(read.seen), read.expected, attempt)
+            self._read_by_date(query, read)
+
+    def _split(self, query: str, window: Window, total: int) -> list[Window]:
+        """Record `window` as split (its probe is discarded) and return its children."""
+        parts = parts_needed(total, self.cfg.cap, self.cfg.fill)
+        with self._lock:
+            self.catalog.set_window(query, self._filter, window.lo, window.hi, "split",
+                                    total=total, children=parts, calls=1)
+            self.stats.update(windows_split=1, ideal_calls=1)
+        if self._bar is not None and self._bar.total is None and len(self._roots) == 1:
+            self._bar.total = total
+            self._bar.refresh()
+        log.debug("%r %s: %d results > cap, split in %d", query, window, total, parts)
+        return window.split(parts)
+
+    def _finish(self, query: str, read: WindowRead, total: int) -> None:
+        """Record a read window: done when exact, capped past the cap, else left unfinished.
+
+        `total` is the first probe's: the ideal is what numbered pages of it would cost; every
+        answered call beyond that is counted as a re-read (the price of exactness)."""
+        cfg, window = self.cfg, read.window
+        ideal = pages_needed(total, cfg.cap, cfg.per_page)
+        if total > cfg.cap:
+            status = "capped"  # known to be partial: whatever the reachable pages gave is kept
+        elif read.missing:
+            status = "incomplete"
+        else:
+            status = "done"
+        with self._lock:
+            self.stats.update(ideal_calls=ideal, reread_calls=max(0, read.calls - ideal))
+            if status == "incomplete":
+                why = (f"incomplete: {len(read.seen)} of {read.expected} ids after "
+                       f"{cfg.reread_rounds} re-read round(s)")
+                self.catalog.set_window(query, self._filter, window.lo, window.hi, "failed",
+                                        total=read.total, photos=len(read.seen), calls=read.calls,
+                                        error=why)
+                self.stats.update(windows_incomplete=1)
+                self.incomplete_windows.append((query, window, len(read.seen), read.expected))
+            else:
+                self.catalog.set_window(query, self._filter, window.lo, window.hi, status,
+                                        total=read.total, photos=len(read.seen), calls=read.calls)
+                self.stats.update({f"windows_{status}": 1})
+        if status == "incomplete":
+            log.warning("%r %s left unfinished: %d of %d ids came back after %d re-read "
+                        "round(s); re-run to retry it", query, window, len(read.seen),
+                        read.expected, cfg.reread_rounds)
+        elif status == "capped":
+            log.warning("%r %s: %d results within one second; only the first %d are reachable",
+                        query, window, total, cfg.cap)
 
     def crawl_window(self, query: str, window: Window) -> list[Window]:
         """Crawl one window; returns the children to crawl if it had to be split."""
@@ -213,38 +371,12 @@ class Crawler:
             first = self.search(query, window, 1)
             total = int(first["photos"]["total"])
             if total > cfg.cap and window.lo < window.hi:
-                parts = parts_needed(total, cfg.cap, cfg.fill)
-                with self._lock:
-                    self.catalog.set_window(query, self._filter, window.lo, window.hi, "split",
-                                            total=total, children=parts, calls=1)
-                    self.stats.update(windows_split=1, ideal_calls=1)
-                if self._bar is not None and self._bar.total is None and len(self._roots) == 1:
-                    self._bar.total = total
-                    self._bar.refresh()
-                log.debug("%r %s: %d results > cap, split in %d", query, window, total, parts)
-                return window.split(parts)
+                return self._split(query, window, total)
             if self._bar is not None and self._bar.total is None and rec is None and self._roots == {window}:
                 self._bar.total = total  # the first probe: the whole query's size
-            pages = pages_needed(total, cfg.cap, cfg.per_page)
-            seen = {str(p["id"]) for p in first["photos"].get("photo") or []}
-            self._commit_page(query, first)
-            for page in range(2, pages + 1):
-                answer = self.search(query, window, page)
-                seen.update(str(p["id"]) for p in answer["photos"].get("photo") or [])
-                self._commit_page(query, answer)
-            status = "capped" if total > cfg.cap else "done"
-            if len(seen) < min(total, cfg.cap):
-                # Flickr's totals drift (deletions, privacy changes); note it, nothing to redo.
-                log.debug("%r %s: total %d but %d distinct photos came back", query, window,
-                          total, len(seen))
-                self._count(short_windows=1)
-            with self._lock:
-                self.catalog.set_window(query, self._filter, window.lo, window.hi, status,
-                                        total=total, photos=len(seen), calls=pages)
-                self.stats.update({f"windows_{status}": 1, "ideal_calls": pages})
-            if status == "capped":
-                log.warning("%r %s: %d results within one second; only the first %d are reachable",
-                            query, window, total, cfg.cap)
+            read = WindowRead(window, total, cfg.cap)
+            self._read_window(query, read, first)
+            self._finish(query, read, total)
             return []
         except (_Stopped, LimitReached):
             return []
@@ -350,5 +482,7 @@ def summary_fields(stats: collections.Counter) -> dict:
             "rejected_license": stats["rejected_license"], "rejected_no_cv": stats["rejected_no_cv"],
             "no_url": stats["rejected_no_url"], "windows_done": stats["windows_done"],
             "windows_split": stats["windows_split"], "windows_skipped": stats["windows_skipped"],
-            "windows_failed": stats["windows_failed"], "api_calls": stats["api_calls"],
-            "ideal_calls": stats["ideal_calls"], "retries": stats["retries"]}
+            "windows_failed": stats["windows_failed"],
+            "windows_incomplete": stats["windows_incomplete"], "api_calls": stats["api_calls"],
+            "ideal_calls": stats["ideal_calls"], "reread_calls": stats["reread_calls"],
+            "retries": stats["retries"]}

@@ -6,6 +6,11 @@ enough that each is expected to hold about `fill`·cap results, so a 12,000-phot
 one probe and then its parts' pages, instead of a ladder of halvings. Parts that still exceed
 the cap (bursty upload days) are split again. The split is a pure function of (window, parts),
 so a resumed run rebuilds the same children from the recorded part count.
+
+A window is exact when the distinct ids its pages returned reach its reported `total`. Flickr
+sorts by upload date, but photos uploaded in the same second come back in an order that can
+change between requests, so a page boundary inside such a tie repeats one photo and skips
+another; `WindowRead` keeps what the reads of a window returned and what is still missing.
 """
 from __future__ import annotations
 
@@ -13,7 +18,7 @@ import calendar
 import datetime as dt
 import math
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 
 def parse_date(value: str | int | float) -> int:
@@ -78,3 +83,43 @@ def uncovered(root: Window, covered: list[Window]) -> list[Window]:
     if start <= root.hi:
         gaps.append(Window(start, root.hi))
     return gaps
+
+
+Page = list[tuple[str, "int | None"]]  # one page as served: (photo id, dateupload) in order
+
+
+def page_items(answer: dict) -> Page:
+    """(id, dateupload) of every photo on one `flickr.photos.search` answer, in served order."""
+    out: Page = []
+    for photo in answer["photos"].get("photo") or []:
+        try:
+            date = int(photo.get("dateupload"))
+        except (TypeError, ValueError):
+            date = None
+        out.append((str(photo["id"]), date))
+    return out
+
+
+def reread_per_page(per_page: int, attempt: int) -> int:
+    """The page size of re-read `attempt` (0: the normal read): smaller each time, so page
+    boundaries fall at other positions than the reads before; never under half the original."""
+    step = max(1, per_page // 10)
+    return max(1, per_page // 2, per_page - attempt * step) if attempt else per_page
+
+
+@dataclass
+class WindowRead:
+    """What every read of one window has returned so far, and whether that is all of it."""
+    window: Window
+    total: int                  # the latest reported total, counted before any local filter
+    cap: int                    # results one query can reach
+    seen: set[str] = field(default_factory=set)
+    calls: int = 0              # answered calls spent on this window, re-reads included
+
+    @property
+    def expected(self) -> int:
+        return min(self.total, self.cap)
+
+    @property
+    def missing(self) -> int:
+        return max(0, self.expected - len(self.seen))

@@ -2,11 +2,12 @@
 
 It speaks the slice of the Flickr REST API the crawler uses (`flickr.photos.search` with
 text/tags, license, upload-date bounds, paging, extras; Flickr's JSON envelope and error codes;
-the real 4,000-result cap, past which pages repeat while `total` stays full) and serves the
-images at the URLs it hands out. Its catalogue is generated, seeded, from a folder of real
-photos reused under many ids: owners (some with bursts of uploads), licences 0-10, dates over
-a range, titles and tags with the configured keywords and some `no_cv` opt-outs. By default each
-id gets a deterministic variant of its source image (crop, scale, brightness, JPEG quality) so
+the real 4,000-result cap, past which pages repeat while `total` stays full; same-second ties
+in an order that changes per request) and serves the images at the URLs it hands out. Its
+catalogue is generated, seeded, from a folder of real photos reused under many ids: owners
+(some with bursts of uploads, 5-20 in the same second), licences 0-10, dates over a range,
+titles and tags with the configured keywords and some `no_cv` opt-outs. By default each id
+gets a deterministic variant of its source image (crop, scale, brightness, JPEG quality) so
 ids sharing a file are near-duplicates, not byte-identical copies.
 
 The catalogue itself lives in tools/sandbox_photos.py. Faults are injected by option (codes 105/201, HTTP 500/503, slow responses, dropped
@@ -22,6 +23,7 @@ from __future__ import annotations
 import collections
 import dataclasses
 import io
+import itertools
 import json
 import logging
 import math
@@ -68,6 +70,7 @@ class FlickrSandbox:
         self._lock = threading.Lock()
         self._fault_rng = random.Random(self.config.seed + 1)
         self._api_calls = 0
+        self._searches = 0  # seeds the per-request order of same-second ties
         self.faults_injected: collections.Counter = collections.Counter()
         self.image_requests = 0
         self.keys_seen: set[str] = set()
@@ -113,6 +116,7 @@ class FlickrSandbox:
     def reset_counts(self) -> None:
         with self._lock:
             self._api_calls = 0
+            self._searches = 0
             self.faults_injected.clear()
             self.image_requests = 0
 
@@ -150,6 +154,11 @@ class FlickrSandbox:
                 continue
             out.append(p)
         return out
+
+    def expected_ids(self, text: str, licenses: list[int]) -> set[str]:
+        """The ground truth of a crawl: the ids a correct crawler catalogues for `text` and
+        `licenses` (every match, `no_cv` opt-outs left out), whatever the pages did."""
+        return {p.id for p in self.matching(text=text, licenses=licenses) if "no_cv" not in p.tags}
 
     def photo_url(self, p: SandboxPhoto, suffix: str) -> str:
         return f"{self.base_url}/photos/{p.server}/{p.id}_{p.secret}_{suffix}.jpg"
@@ -218,19 +227,52 @@ class FlickrSandbox:
                               honour_license=not self.config.ignore_license)
         per_page = max(1, min(self.config.max_per_page, int(params.get("per_page") or 100)))
         page = max(1, int(params.get("page") or 1))
-        total = len(found)
+        total = len(found)  # ids in never_returned are counted here but never served
         pages = max(1, math.ceil(total / per_page)) if total else 0
         reachable = max(1, math.ceil(min(total, self.config.cap) / per_page))
         if total > self.config.cap and page > reachable:
             page_served = (page - 1) % reachable + 1   # the cap: later pages repeat earlier ones
         else:
             page_served = page
-        chunk = found[(page_served - 1) * per_page: page_served * per_page] \
-            if (page_served - 1) * per_page < self.config.cap else []
+        with self._lock:
+            self._searches += 1
+            request = self._searches
+        hidden = set(self.config.never_returned)
+        served = [p for p in found if p.id not in hidden] if hidden else found
+        start = (page_served - 1) * per_page
+        chunk = self.page(served, start, min(start + per_page, self.config.cap), request)
         extras = {e.strip() for e in params.get("extras", "").split(",") if e.strip()}
         return {"photos": {"page": page, "pages": pages, "perpage": per_page, "total": str(total),
                            "photo": [self.photo_json(p, extras) for p in chunk]},
                 "stat": "ok"}
+
+    def page(self, found: list[SandboxPhoto], start: int, stop: int,
+             request: int) -> list[SandboxPhoto]:
+        """found[start:stop] as one request sees it.
+
+        Flickr sorts by upload date, but photos uploaded in the same second come back in an
+        order that changes from one request to the next, so a page boundary inside such a tie
+        can repeat one photo and skip another. Each tie that the page touches is shuffled with
+        an rng seeded by (seed, request number): reproducible, yet different per request.
+        `stable_ties` keeps the catalogue's fixed order instead.
+        """
+        if start >= stop or start >= len(found):
+            return []
+        stop = min(stop, len(found))
+        if self.config.stable_ties:
+            return found[start:stop]
+        lo, hi = start, stop  # widen to whole ties at both ends
+        while lo > 0 and found[lo - 1].dateupload == found[start].dateupload:
+            lo -= 1
+        while hi < len(found) and found[hi].dateupload == found[stop - 1].dateupload:
+            hi += 1
+        rng = random.Random(f"{self.config.seed}:ties:{request}")
+        ordered: list[SandboxPhoto] = []
+        for _, tie in itertools.groupby(found[lo:hi], key=lambda p: p.dateupload):
+            tie = list(tie)
+            rng.shuffle(tie)
+            ordered.extend(tie)
+        return ordered[start - lo: stop - lo]
 
     # -- images -----------------------------------------------------------------------------
     def _source_image(self, path: Path) -> Image.Image:
@@ -303,6 +345,7 @@ _OAUTH_KEY = re.compile(r'oauth_consumer_key="([^"]*)"')
 
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True  # headers and body are two writes: no 40 ms delayed-ACK stall
     server_version = "FlickrSandbox/1.0"
 
     @property

@@ -22,6 +22,9 @@ class SandboxConfig:
     no_cv_rate: float = 0.03                      # photos tagged with the `no_cv` opt-out
     no_url_c_rate: float = 0.05                   # photos without an 800 px size (client must fall back)
     burst_share: float = 0.3                      # photos uploaded in bursts by a few owners
+    tie_sizes: tuple[int, int] = (5, 20)          # a burst comes in runs of this many uploads in one second; (1, 1): none
+    stable_ties: bool = False                     # False: same-second ties come back in a per-request order, like Flickr
+    never_returned: list[str] = field(default_factory=list)  # ids counted in `total` but never served (a tie never whole)
     bad_key: str = "bad-key"                      # this API key gets code 100; any other key works
     ignore_license: bool = False                  # return every licence, like a misbehaving server
     variants: bool = True                         # per-id image variants (False: exact source bytes)

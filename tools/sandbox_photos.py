@@ -125,12 +125,15 @@ def build_catalogue(cfg: "SandboxConfig") -> list[SandboxPhoto]:
     n_burst = max(1, n_owners // 20)
     bursts = {k: [rng.randrange(lo, hi - 7200) for _ in range(3)] for k in range(n_burst)}
     photos = []
+    sessions: dict[tuple[int, int], list[int]] = {}  # (owner, session start) -> photo indices
     base = 50_000_000_000
     for i, words in enumerate(matches):
         pid = str(base + 10 * i + rng.randrange(10))
         if rng.random() < cfg.burst_share:
             k = rng.randrange(n_burst)
-            date = rng.choice(bursts[k]) + rng.randrange(3600)
+            start = rng.choice(bursts[k])
+            date = start + rng.randrange(3600)
+            sessions.setdefault((k, start), []).append(i)
         else:
             k = n_burst + rng.randrange(n_owners - n_burst) if n_owners > n_burst else 0
             date = rng.randrange(lo, hi + 1)
@@ -155,8 +158,33 @@ def build_catalogue(cfg: "SandboxConfig") -> list[SandboxPhoto]:
             tags=tags, dateupload=date, source=source, secret=f"{rng.getrandbits(40):010x}",
             server=str(1000 + rng.randrange(9000)), size=full, sizes=sizes,
             tokens=frozenset(tokens(title)) | frozenset(t for tag in tags for t in tokens(tag))))
+    same_second_runs(photos, sessions, cfg.tie_sizes, cfg.seed)
     photos.sort(key=lambda p: (-p.dateupload, -int(p.id)))
     return photos
+
+
+def same_second_runs(photos: list[SandboxPhoto], sessions: dict[tuple[int, int], list[int]],
+                     sizes: tuple[int, int], seed: int) -> None:
+    """Give each burst session's uploads, in runs of `sizes` photos, one shared second.
+
+    Flickr owners upload 5-20 photos at once and they get the same `dateupload`; such ties are
+    what a pager sorted by upload date trips over (see FlickrSandbox.page). Uses its own rng so
+    every other attribute of the catalogue stays what the seed gave before ties existed.
+    """
+    lo, hi = (int(x) for x in sizes)
+    if not 1 <= lo <= hi:
+        raise ValueError(f"tie_sizes must be (lo, hi) with 1 <= lo <= hi, got {tuple(sizes)}")
+    if hi == 1:
+        return
+    rng = random.Random(f"{seed}:ties")
+    for key in sorted(sessions):
+        members = sorted(sessions[key], key=lambda i: (photos[i].dateupload, i))
+        i = 0
+        while i < len(members):
+            run = members[i:i + rng.randint(lo, hi)]
+            for j in run:
+                photos[j].dateupload = photos[run[0]].dateupload
+            i += len(run)
 
 
 def huge_png(size: int = 20000) -> bytes:

@@ -10,7 +10,9 @@ import requests
 from flickrapi.exceptions import FlickrError
 
 from facesift.curate.crawl_rows import choose_url, opted_out, photo_row
-from facesift.curate.crawl_windows import Window, pages_needed, parse_date, parts_needed, uncovered
+from facesift.curate.crawl import CrawlConfig, date_range
+from facesift.curate.crawl_windows import (Window, WindowRead, page_items, pages_needed, parse_date,
+                                           parts_needed, reread_per_page, uncovered)
 from facesift.curate.flickr import CredentialsError, credentials, describe, is_fatal, is_retryable
 from facesift.curate.ratelimit import TokenBucket
 from facesift.curate.retry import RetriesExhausted, backoff_delays, retry_call
@@ -47,6 +49,33 @@ def test_parts_and_pages():
     assert parse_date("2010-01-01") == 1262304000 == parse_date("1262304000")
     with pytest.raises(ValueError):
         parse_date("yesterday")
+
+
+def test_page_items():
+    answer = {"photos": {"photo": [{"id": 12, "dateupload": "99"}, {"id": "13"}]}}
+    assert page_items(answer) == [("12", 99), ("13", None)]
+    assert page_items({"photos": {}}) == []
+
+
+def test_reread_page_sizes_and_what_is_missing():
+    assert reread_per_page(500, 0) == 500
+    sizes = [reread_per_page(500, k) for k in range(1, 8)]
+    assert sizes == [450, 400, 350, 300, 250, 250, 250]  # other boundaries, never below half
+    assert reread_per_page(1, 3) == 1 and reread_per_page(3, 5) == 1
+    read = WindowRead(Window(0, 9), total=5, cap=4, seen={"a", "b"})
+    assert (read.expected, read.missing) == (4, 2)  # past the cap only the cap is reachable
+    read.seen |= {"c", "d", "e"}
+    assert read.missing == 0
+
+
+def test_date_range_bounds():
+    assert date_range(CrawlConfig(min_date="2020-01-01", max_date="2020-01-01")) == \
+        Window(1577836800, 1577836800 + 86399)  # a bare date is the whole day
+    # a unix timestamp (10 digits like a date) is one second, not a day
+    assert date_range(CrawlConfig(min_date="1577836800", max_date="1577836800")) == \
+        Window(1577836800, 1577836800)
+    with pytest.raises(ValueError, match="before"):
+        date_range(CrawlConfig(min_date="2020-01-02", max_date="2020-01-01"))
 
 
 def _photo(**kw) -> dict:

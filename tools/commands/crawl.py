@@ -15,7 +15,8 @@ def register(subparsers) -> None:
     p = subparsers.add_parser(
         "crawl", help="search Flickr by keyword into a resumable SQLite catalog",
         description="Search Flickr (or any Flickr-compatible endpoint) for each --query, split "
-                    "upload-date windows past the 4,000-results cap, page them, and catalogue "
+                    "upload-date windows past the 4,000-results cap, page them (re-reading a "
+                    "window until its distinct photos reach its total), and catalogue "
                     "every allowed photo once. Re-running the same command resumes. Credentials: "
                     "FLICKR_API_KEY / FLICKR_API_SECRET or api_key/api_secret in --config.")
     p.add_argument("--query", action="append", dest="queries", metavar="KEYWORD",
@@ -64,11 +65,17 @@ def run(args: argparse.Namespace) -> int:
         return 2
     fields = summary_fields(stats)
     summary("crawl", **fields, catalog=cfg.catalog)
+    code = 0
     if fields["windows_failed"]:
         log.error("%d window(s) left unfinished after retries; re-run the same command to retry "
                   "them (see `facesift catalog stats`)", fields["windows_failed"])
-        return 1
-    return 0
+        code = 1
+    if fields["windows_incomplete"]:
+        log.error("%d window(s) left unfinished: fewer distinct photos came back than their "
+                  "total, even after re-reads (ranges above); re-run the same command to retry "
+                  "them", fields["windows_incomplete"])
+        code = 1
+    return code
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -36,6 +36,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--fault-rate", type=float, help="share of API calls that fail (codes "
                                                     "105/201, HTTP 500/503, slow, dropped)")
     p.add_argument("--bad-key", help="the API key that is refused with code 100")
+    p.add_argument("--stable-ties", dest="stable_ties", action="store_const", const=True,
+                   help="same-second uploads in a fixed order (default: an order that changes "
+                        "per request, as on Flickr)")
     p.add_argument("--no-variants", dest="variants", action="store_const", const=False,
                    help="serve each source file's exact bytes instead of per-id variants")
     add_config_args(p)
@@ -52,13 +55,13 @@ def run(args: argparse.Namespace) -> int:
                       unrelated=args.count // 10 if args.unrelated is None else args.unrelated,
                       port=args.port, seed=args.seed, min_date=args.min_date,
                       max_date=args.max_date, fault_rate=args.fault_rate, bad_key=args.bad_key,
-                      variants=args.variants)
+                      variants=args.variants, stable_ties=args.stable_ties)
     except ValueError as exc:
         log.error("%s", exc)
         return 2
     try:
         serve_forever(cfg, url_file=args.url_file)
-    except FileNotFoundError as exc:
+    except (FileNotFoundError, ValueError) as exc:  # no images; a bad option (tie_sizes, fault kinds)
         log.error("%s", exc)
         return 2
     except OSError as exc:  # typically the port is taken
@@ -68,3 +71,15 @@ def run(args: argparse.Namespace) -> int:
         log.info("sandbox stopped")
     return 0
 
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m facesift.commands.sandbox ...` without discovering every other subcommand."""
+    from facesift.common.logsetup import setup_logging
+    parser = argparse.ArgumentParser(prog="facesift sandbox")
+    add_arguments(parser)
+    setup_logging()
+    return run(parser.parse_args(argv))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
