@@ -8,9 +8,11 @@
 - flickr.py         flickrapi client, credentials, which failures are fatal / transient
 - ratelimit.py      token bucket shared by all threads (calls per hour)
 - retry.py          jittered exponential backoff around any flaky call (crawler and downloader)
-- config.py         CurateConfig: download / detect / filter / align / shards options; --part parsing
-- sources.py        catalog, --from-dir or --from-urls into one ledger of photos to curate
+- config.py         CurateConfig: download / detect / filter / align / shards options, their ranges; --part
+- sources.py        catalog, --from-dir or --from-urls into one ledger; folder ids (path + bytes, key-safe)
 - download.py       thread-pool fetch + decode, ordered and bounded; sniffing, caps, EXIF, sha256
+- imagemodes.py     any Pillow mode (16-bit, float, CMYK, palette, alpha) → 8-bit RGB with its tones
+- reasons.py        the fixed vocabulary of failure / skip reasons; old error texts → category
 - detections.py     Detections (boxes, scores, 5 landmarks) and the Detector interface
 - detect.py         the mtcnn and scrfd backends, their CPU parallelism, build_detector / close_detector
 - detect_process.py a detector in a process of its own (own GIL), images through shared memory
@@ -21,5 +23,6 @@
 - recovery.py       after a crash: photos in complete shards but still pending are marked done
 - sink.py           the writer thread: shards in input order, every catalog write of the run
 - counts.py         RunCounts: what a run did, for its summary line and stats.json
-- pipeline.py       the curate run: overlap download/detect/encode/write, resume, stop signals, --part
+- pipeline.py       the curate run: checks and the output lock first; overlap download/detect/encode/write,
+                    resume, stop signals, --part
 """

@@ -4,7 +4,9 @@ Photo id is the primary key, so overlapping date windows, repeated pages and re-
 for free (INSERT OR IGNORE). WAL mode lets other processes read (`facesift catalog stats`)
 while one writer works; every write is one short transaction, so a `kill -9` loses at most the
 transaction in flight. The `windows` table records which (query, filter, date window) were
-crawled completely, so a re-run skips them. The API key and secret are never stored here.
+crawled completely, so a re-run skips them. The `files` table caches the content hash of
+each file of a `--from-dir` folder by (size, mtime), so listing a folder again reads only the
+files that changed (sources.py). The API key and secret are never stored here.
 """
 from __future__ import annotations
 
@@ -17,11 +19,14 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
 
+from facesift.curate.reasons import checked, classify, ranked
+
 STATUSES = ("pending", "done", "no_face", "failed", "skipped")
+REASON_STATUSES = ("failed", "skipped")  # the statuses whose `error` has a category (`reason`)
 
 PHOTO_COLUMNS = ("id", "owner", "ownername", "license", "title", "tags", "dateupload", "url",
                  "width", "height", "query", "source", "status", "error", "attempts", "sha256",
-                 "rejected", "updated_at")
+                 "rejected", "reason", "updated_at")
 WINDOW_COLUMNS = ("query", "filter", "min_date", "max_date", "status", "total", "children",
                   "photos", "calls", "error", "updated_at")
 # Window statuses: done (all pages committed), split (children cover it), capped (one second
@@ -47,9 +52,16 @@ CREATE TABLE IF NOT EXISTS photos (
     attempts INTEGER DEFAULT 0,
     sha256 TEXT,
     updated_at REAL,
-    rejected TEXT
+    rejected TEXT,
+    reason TEXT
 );
 CREATE INDEX IF NOT EXISTS photos_status ON photos(status);
+CREATE TABLE IF NOT EXISTS files (
+    uri TEXT PRIMARY KEY,
+    size INTEGER NOT NULL,
+    mtime_ns INTEGER NOT NULL,
+    sha256 TEXT NOT NULL
+);
 CREATE TABLE IF NOT EXISTS windows (
     query TEXT NOT NULL,
     filter TEXT NOT NULL,
@@ -87,8 +99,9 @@ class Catalog:
             self._conn.execute("PRAGMA synchronous=NORMAL")
             self._conn.executescript(_SCHEMA)
             columns = {r[1] for r in self._conn.execute("PRAGMA table_info(photos)")}
-            if "rejected" not in columns:  # a catalog written before the column existed
-                self._conn.execute("ALTER TABLE photos ADD COLUMN rejected TEXT")
+            for column in ("rejected", "reason"):  # a catalog written before the column existed
+                if column not in columns:
+                    self._conn.execute(f"ALTER TABLE photos ADD COLUMN {column} TEXT")
 
     # -- plumbing ---------------------------------------------------------------------------
     @contextlib.contextmanager
@@ -153,21 +166,55 @@ class Catalog:
         return [dict(r) for r in self._query(sql, params)]
 
     def set_status_many(self, updates: list[tuple]) -> None:
-        """Record outcomes (photo_id, status, error, sha256[, rejected]) in one transaction;
-        counts attempts. `rejected` ({filter: faces}) is the photo's faces that curate's
-        filters dropped; stored with the status so totals never count a photo twice."""
+        """Record outcomes (photo_id, status, error, sha256[, rejected[, reason]]) in one
+        transaction; counts attempts. `rejected` ({filter: faces}) is the photo's faces that
+        curate's filters dropped; stored with the status so totals never count a photo twice.
+        `reason` is the error's category (reasons.py); without one it is classified from the
+        error text, so every failed or skipped row has a category."""
         now = time.time()
         rows = []
         for pid, status, error, sha, *rest in updates:
             if status not in STATUSES:
                 raise ValueError(f"bad status {status!r}; one of {STATUSES}")
             rejected = rest[0] if rest else None
+            reason = (checked(rest[1] if len(rest) > 1 else None, error)
+                      if error and status in REASON_STATUSES else None)
             rows.append((status, error, sha, now, json.dumps(dict(sorted(rejected.items()))) if rejected else None,
-                         pid))
+                         reason, pid))
         with self._transaction() as conn:
             conn.executemany(
                 "UPDATE photos SET status = ?, error = ?, sha256 = ?, attempts = attempts + 1, "
-                "updated_at = ?, rejected = ? WHERE id = ?", rows)
+                "updated_at = ?, rejected = ?, reason = ? WHERE id = ?", rows)
+
+    def reason_counts(self, statuses: Iterable[str] = REASON_STATUSES) -> dict[str, dict[str, int]]:
+        """{status: {reason: photos}} for the photos of `statuses`, largest first. Rows from
+        before the `reason` column get the category of their error text (or `other`)."""
+        qs = list(statuses)
+        rows = self._query(
+            f"SELECT status, reason, CASE WHEN reason IS NULL THEN error END AS error, COUNT(*) AS n "
+            f"FROM photos WHERE status IN ({', '.join('?' * len(qs))}) "
+            f"GROUP BY status, reason, CASE WHEN reason IS NULL THEN error END", qs)
+        out: dict[str, collections.Counter] = {s: collections.Counter() for s in qs}
+        for r in rows:
+            out[r["status"]][r["reason"] or classify(r["error"]) or "other"] += r["n"]
+        return {s: ranked(c) for s, c in out.items() if c}
+
+    def reason_examples(self, per_reason: int = 3, statuses: Iterable[str] = REASON_STATUSES
+                        ) -> dict[str, dict[str, list[dict]]]:
+        """{status: {reason: [{id, error}, ...]}}: up to `per_reason` photos of each reason, in
+        id order, so someone can open the photos behind a count."""
+        qs = list(statuses)
+        out: dict[str, dict[str, list[dict]]] = {}
+        with self._lock:
+            cursor = self._conn.execute(
+                f"SELECT id, status, reason, error FROM photos WHERE status IN ({', '.join('?' * len(qs))}) "
+                f"ORDER BY id", qs)
+            for row in cursor:
+                reason = row["reason"] or classify(row["error"]) or "other"
+                examples = out.setdefault(row["status"], {}).setdefault(reason, [])
+                if len(examples) < per_reason:
+                    examples.append({"id": row["id"], "error": row["error"]})
+        return out
 
     def rejected_totals(self, select: Callable[[str], bool] | None = None) -> collections.Counter:
         """Faces dropped per filter, summed over the photos (those `select` keeps)."""
@@ -201,6 +248,36 @@ class Catalog:
 
     def all_photos(self) -> list[dict]:
         return [dict(r) for r in self._query("SELECT * FROM photos ORDER BY id")]
+
+    # -- folder listings (sources.py) -------------------------------------------------------
+    def file_hashes(self, uris: list[str]) -> dict[str, tuple[int, int, str]]:
+        """{uri: (size, mtime_ns, sha256)} of the listed files whose hash is cached."""
+        out: dict[str, tuple[int, int, str]] = {}
+        for i in range(0, len(uris), 500):
+            chunk = uris[i:i + 500]
+            for r in self._query(f"SELECT uri, size, mtime_ns, sha256 FROM files WHERE uri IN "
+                                 f"({', '.join('?' * len(chunk))})", chunk):
+                out[r["uri"]] = (r["size"], r["mtime_ns"], r["sha256"])
+        return out
+
+    def remember_file_hashes(self, rows: list[tuple[str, int, int, str]]) -> None:
+        """Cache (uri, size, mtime_ns, sha256) of files just hashed."""
+        if rows:
+            with self._transaction() as conn:
+                conn.executemany("INSERT OR REPLACE INTO files (uri, size, mtime_ns, sha256) "
+                                 "VALUES (?, ?, ?, ?)", rows)
+
+    def has_path_ids(self) -> bool:
+        """Whether folder photos carry the old id form (their relative path, with its dot):
+        ledgers written before ids were content-qualified, whose rows a re-run keeps using."""
+        return bool(self._query("SELECT 1 FROM photos WHERE source = 'dir' AND instr(id, '.') > 0 LIMIT 1"))
+
+    def unfinished_under(self, uri_prefix: str) -> list[dict]:
+        """Folder photos under `uri_prefix` still to do or failed: the rows a new listing of
+        that folder may have made stale (file changed or removed)."""
+        return [dict(r) for r in self._query(
+            "SELECT id, url, status, sha256 FROM photos WHERE source = 'dir' AND status IN ('pending', 'failed') "
+            "AND substr(url, 1, ?) = ? ORDER BY id", (len(uri_prefix), uri_prefix))]
 
     # -- windows ----------------------------------------------------------------------------
     def get_window(self, query: str, filter_key: str, min_date: int, max_date: int) -> dict | None:

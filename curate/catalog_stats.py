@@ -1,16 +1,20 @@
-"""What a catalog holds: photos by status, licence, query, source and owner; crawl windows by status.
+"""What a catalog holds: photos by status, licence, query, source and owner; failures and skips
+by reason; crawl windows by status.
 
-`facesift catalog stats` prints `report(collect(...))`, or the collected numbers as JSON.
+`facesift catalog stats` prints `report(collect(...))`, or the collected numbers as JSON; with
+`--reasons` a few example photos (id and message) of each reason, so a count can be looked into.
 """
 from __future__ import annotations
 
 from pathlib import Path
 
 from facesift.common.licenses import LICENSE_NAMES
+from facesift.curate.reasons import format_counts
 
 
-def collect(catalog) -> dict:
-    """Every count of an open `Catalog`; owners and queries largest first."""
+def collect(catalog, examples: int = 0) -> dict:
+    """Every count of an open `Catalog`; owners and queries largest first; `examples` > 0 adds
+    that many example photos per failure / skip reason."""
     windows = catalog.windows()
     by_window: dict[str, int] = {}
     for w in windows:
@@ -18,6 +22,8 @@ def collect(catalog) -> dict:
     return {"photos": catalog.count(), "status": catalog.counts_by("status"),
             "license": catalog.counts_by("license"), "query": catalog.counts_by("query"),
             "source": catalog.counts_by("source"), "owners": catalog.counts_by("owner"),
+            "reasons": catalog.reason_counts(),
+            **({"reason_examples": catalog.reason_examples(examples)} if examples > 0 else {}),
             "windows": by_window,
             "failed_windows": [{k: w[k] for k in ("query", "min_date", "max_date", "error")}
                                for w in windows if w["status"] == "failed"]}
@@ -53,6 +59,12 @@ def report(stats: dict, path: str | Path, top: int) -> str:
     lines += _table("by query", stats["query"], total)
     if set(stats["source"]) - {"flickr"}:
         lines += _table("by source", stats["source"], total)
+    for status, by_reason in stats.get("reasons", {}).items():
+        lines.append(f"{status}: {format_counts(sum(by_reason.values()), by_reason)}")
+        examples = stats.get("reason_examples", {}).get(status, {})
+        for reason in (r for r in by_reason if r in examples):
+            lines.append(f"  {reason} ({by_reason[reason]}):")
+            lines += [f"    {e['id']}: {e['error']}" for e in examples[reason]]
     lines += _table(f"top {len(owners)} owners", owners, total)
     if stats["windows"]:
         lines.append("crawl windows: " + ", ".join(f"{k}={v}" for k, v in sorted(stats["windows"].items())))

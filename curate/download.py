@@ -8,7 +8,11 @@ and which of two identical photos is kept does not depend on thread timing.
 Guards, in the order they apply: per-host concurrency cap, timeouts, retries with jittered
 exponential backoff (timeouts, connection errors, 429 and 5xx), a byte cap, sniffing (HTML and
 unknown formats are rejected before decoding), the decompression-bomb pixel cap (read from the
-header, before any pixel is decoded), truncated/corrupt bodies, EXIF orientation.
+header, before any pixel is decoded), truncated/corrupt bodies, EXIF orientation, every image
+mode to 8-bit RGB with its tones (imagemodes.py: 16-bit greyscale is not white).
+
+Every failure names its category when it is raised (`SkipPhoto(message, reason)`, the
+vocabulary in reasons.py), so counts by reason never depend on parsing messages.
 """
 from __future__ import annotations
 
@@ -30,14 +34,21 @@ import urllib3
 import urllib3.exceptions as u3exc
 from PIL import Image, ImageOps
 
+from facesift.curate import reasons as R
 from facesift.curate.config import DownloadConfig
+from facesift.curate.imagemodes import to_rgb
 from facesift.curate.retry import RetriesExhausted, retry_call
 
 RETRY_STATUS = {429, 500, 502, 503, 504}
 
 
 class SkipPhoto(Exception):
-    """A photo that cannot be used; the message is the reason stored in the catalog."""
+    """A photo that cannot be used: the message is stored in the catalog's `error`, `reason`
+    (one of reasons.REASONS) in its `reason`; without one it is classified from the message."""
+
+    def __init__(self, message: str, reason: str | None = None):
+        super().__init__(message)
+        self.reason = R.checked(reason, message)
 
 
 @dataclass
@@ -47,6 +58,7 @@ class Fetched:
     image: np.ndarray | None = None
     sha256: str | None = None
     error: str | None = None
+    reason: str | None = None  # the category of `error` (reasons.py)
     nbytes: int = 0
     source_size: tuple[int, int] | None = None  # (w, h) before any reduced-scale JPEG decode
     processed: Any = None  # what `download(post=...)` returned (or raised) for it, on the fetch thread
@@ -64,7 +76,7 @@ _MAGIC = (
 def sniff(data: bytes) -> str:
     """The image format from the leading bytes; raises SkipPhoto for HTML/text and unknown bytes."""
     if not data:
-        raise SkipPhoto("empty body")
+        raise SkipPhoto("empty body", R.EMPTY)
     for magic, name in _MAGIC:
         if data.startswith(magic):
             return name
@@ -72,8 +84,8 @@ def sniff(data: bytes) -> str:
         return "webp"
     head = data[:512].lstrip().lower()
     if head.startswith((b"<!doctype", b"<html", b"<head", b"<body", b"<?xml", b"<")):
-        raise SkipPhoto("not an image: HTML/XML body")
-    raise SkipPhoto(f"not an image: unknown format (first bytes {data[:8].hex()})")
+        raise SkipPhoto("not an image: HTML/XML body", R.NOT_AN_IMAGE)
+    raise SkipPhoto(f"not an image: unknown format (first bytes {data[:8].hex()})", R.NOT_AN_IMAGE)
 
 
 def decode_image(data: bytes, max_pixels: int, min_side: int = 1, draft: int = 0,
@@ -84,39 +96,43 @@ def decode_image(data: bytes, max_pixels: int, min_side: int = 1, draft: int = 0
 
 def decode_pil(data: bytes, max_pixels: int, min_side: int = 1, draft: int = 0,
                sizes: list | None = None) -> Image.Image:
-    """Bytes → upright RGB PIL image. The pixel cap is checked on the header before decoding.
+    """Bytes → upright 8-bit RGB PIL image, whatever the file's mode (16-bit, float, CMYK,
+    palette, alpha: see imagemodes.py). The pixel cap is checked on the header before decoding.
 
     `draft` > 0 lets JPEGs decode at a reduced DCT scale whose sides stay ≥ `draft` (much faster
     when only a small resized image is wanted); the original (w, h) is appended to `sizes`.
     """
     kind = sniff(data)
+    stage = "header"
     try:
         # (no warnings.catch_warnings here: it is not thread-safe; our own cap is checked first)
         im = Image.open(io.BytesIO(data))
         w, h = im.size
         if w * h > max_pixels:
-            raise SkipPhoto(f"too many pixels: {w}x{h} > {max_pixels} (decompression-bomb cap)")
+            raise SkipPhoto(f"too many pixels: {w}x{h} > {max_pixels} (decompression-bomb cap)",
+                            R.TOO_MANY_PIXELS)
         if min(w, h) < min_side:
-            raise SkipPhoto(f"too small: {w}x{h}")
+            raise SkipPhoto(f"too small: {w}x{h}", R.TOO_SMALL)
         if sizes is not None:
             sizes.append((w, h))
         if draft and kind == "jpeg":
             im.draft("RGB", (draft, draft))
+        stage = "pixels"
         im.load()
         im = ImageOps.exif_transpose(im)
+        return to_rgb(im)
     except SkipPhoto:
         raise
     except Image.DecompressionBombError as exc:
-        raise SkipPhoto(f"too many pixels (decompression-bomb cap): {exc}") from None
+        raise SkipPhoto(f"too many pixels (decompression-bomb cap): {exc}", R.TOO_MANY_PIXELS) from None
     except Exception as exc:  # PIL raises OSError, SyntaxError, ValueError, struct.error ...
-        raise SkipPhoto(f"cannot decode {kind}: {type(exc).__name__}: {exc}") from None
-    if im.mode != "RGB":
-        if im.mode in ("RGBA", "LA", "PA") or (im.mode == "P" and "transparency" in im.info):
-            rgba = im.convert("RGBA")
-            bg = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-            im = Image.alpha_composite(bg, rgba)
-        im = im.convert("RGB")
-    return im
+        # pixels that end early: Pillow says "image file is truncated" / "Truncated File Read",
+        # or "broken data stream" for a cut PNG. A header it cannot parse is corrupt, whatever
+        # it says (SOI + junk reads as "Truncated File Read" while looking for markers).
+        text = str(exc).lower()
+        cut = stage == "pixels" and ("truncated" in text or "broken data stream" in text)
+        reason = R.TRUNCATED if cut else R.CANNOT_DECODE
+        raise SkipPhoto(f"cannot decode {kind}: {type(exc).__name__}: {exc}", reason) from None
 
 
 # ---- fetching --------------------------------------------------------------------------------
@@ -138,16 +154,21 @@ class HostLimiter:
             return self._sems[host]
 
 
-def _local_path(url: str) -> Path | None:
-    if url.startswith("file://"):
-        return Path(urllib.parse.unquote(urllib.parse.urlsplit(url).path))
+def local_path(url: str) -> Path | None:
+    """The file a `file://` URI or a bare path names; None for a network URL."""
+    if url.startswith("file://"):  # bytes, then the file system's decoding: non-UTF-8 names survive
+        return Path(os.fsdecode(urllib.parse.unquote_to_bytes(urllib.parse.urlsplit(url).path)))
     if "://" not in url:
         return Path(url)
     return None
 
 
 class _Retryable(Exception):
-    pass
+    """A failure worth another attempt; `reason` is its category if the attempts run out."""
+
+    def __init__(self, message: str, reason: str):
+        super().__init__(message)
+        self.reason = reason
 
 
 MAX_REDIRECTS = 10
@@ -172,21 +193,21 @@ def _get_once(http: urllib3.PoolManager, url: str, cfg: DownloadConfig) -> bytes
                 continue
             break
         else:
-            raise SkipPhoto(f"more than {MAX_REDIRECTS} redirects")
+            raise SkipPhoto(f"more than {MAX_REDIRECTS} redirects", R.HTTP_ERROR)
         complete = False
         try:
             if resp.status in RETRY_STATUS:
-                raise _Retryable(f"HTTP {resp.status}")
+                raise _Retryable(f"HTTP {resp.status}", R.SERVER_ERROR)
             if resp.status != 200:
-                raise SkipPhoto(f"HTTP {resp.status}")
+                raise SkipPhoto(f"HTTP {resp.status}", R.HTTP_ERROR)
             declared = resp.headers.get("Content-Length")
             if declared and declared.isdigit() and int(declared) > cfg.max_bytes:
-                raise SkipPhoto(f"too large: {declared} bytes > {cfg.max_bytes}")
+                raise SkipPhoto(f"too large: {declared} bytes > {cfg.max_bytes}", R.TOO_LARGE)
             data = resp.read(cfg.max_bytes + 1, decode_content=True)  # blocks until that much or EOF
             if len(data) > cfg.max_bytes:
-                raise SkipPhoto(f"too large: > {cfg.max_bytes} bytes")
+                raise SkipPhoto(f"too large: > {cfg.max_bytes} bytes", R.TOO_LARGE)
             if declared and declared.isdigit() and len(data) < int(declared):
-                raise _Retryable(f"truncated body: {len(data)} of {declared} bytes")
+                raise _Retryable(f"truncated body: {len(data)} of {declared} bytes", R.TRUNCATED)
             complete = resp.read(1) == b""
             return data
         finally:
@@ -195,34 +216,38 @@ def _get_once(http: urllib3.PoolManager, url: str, cfg: DownloadConfig) -> bytes
             resp.release_conn()
     except (u3exc.TimeoutError, u3exc.ProtocolError, u3exc.SSLError, u3exc.ProxyError) as exc:
         if isinstance(exc, u3exc.NewConnectionError):
-            name = "connection error"
+            name, reason = "connection error", R.CONNECTION
         elif isinstance(exc, u3exc.TimeoutError):
-            name = "timeout"
+            name, reason = "timeout", R.TIMEOUT
         elif isinstance(exc, u3exc.ProtocolError) and "IncompleteRead" in str(exc):
-            name = "truncated body (connection closed early)"
+            name, reason = "truncated body (connection closed early)", R.TRUNCATED
         else:
-            name = "connection error"
-        raise _Retryable(f"{name}: {str(exc)[:200]}") from None
+            name, reason = "connection error", R.CONNECTION
+        raise _Retryable(f"{name}: {str(exc)[:200]}", reason) from None
     except u3exc.DecodeError as exc:
-        raise SkipPhoto(f"cannot decode the response's content-encoding: {str(exc)[:200]}") from None
+        raise SkipPhoto(f"cannot decode the response's content-encoding: {str(exc)[:200]}",
+                        R.CANNOT_DECODE) from None
     except (u3exc.LocationValueError, u3exc.URLSchemeUnknown) as exc:
-        raise SkipPhoto(f"bad URL: {str(exc)[:200]}") from None
+        raise SkipPhoto(f"bad URL: {str(exc)[:200]}", R.BAD_URL) from None
 
 
 def fetch_bytes(url: str, http: urllib3.PoolManager, cfg: DownloadConfig,
                 limiter: HostLimiter | None = None, sleep: Callable[[float], None] = time.sleep) -> bytes:
     """GET with the per-host cap, retries (jittered exponential backoff) and the byte cap."""
-    local = _local_path(url)
+    local = local_path(url)
     if local is not None:
         try:
             size = local.stat().st_size
         except OSError as exc:
-            raise SkipPhoto(f"cannot read {local}: {exc.strerror}") from None
+            raise SkipPhoto(f"cannot read {local}: {exc.strerror}", R.UNREADABLE) from None
         if size > cfg.max_bytes:
-            raise SkipPhoto(f"too large: {size} bytes > {cfg.max_bytes}")
-        return local.read_bytes()
+            raise SkipPhoto(f"too large: {size} bytes > {cfg.max_bytes}", R.TOO_LARGE)
+        try:
+            return local.read_bytes()
+        except OSError as exc:  # a directory named like a photo, permissions, removed meanwhile
+            raise SkipPhoto(f"cannot read {local}: {exc.strerror}", R.UNREADABLE) from None
     if not url.startswith(("http://", "https://")):
-        raise SkipPhoto(f"unsupported URL scheme: {url[:80]}")
+        raise SkipPhoto(f"unsupported URL scheme: {url[:80]}", R.BAD_URL)
     def once() -> bytes:
         sem = limiter(url) if limiter else None
         if sem:
@@ -237,7 +262,8 @@ def fetch_bytes(url: str, http: urllib3.PoolManager, cfg: DownloadConfig,
         return retry_call(once, lambda exc: isinstance(exc, _Retryable), attempts=cfg.retries + 1,
                           base_delay=cfg.backoff, max_delay=30.0, sleep=sleep, what=url)
     except RetriesExhausted as exc:
-        raise SkipPhoto(f"{exc.last} (after {exc.attempts} attempts)") from None
+        raise SkipPhoto(f"{exc.last} (after {exc.attempts} attempts)",
+                        getattr(exc.last, "reason", None)) from None
 
 
 class Fetcher:
@@ -279,14 +305,14 @@ class Fetcher:
         url = row.get("url") or ""
         try:
             if not url:
-                raise SkipPhoto("no URL")
+                raise SkipPhoto("no URL", R.BAD_URL)
             data = fetch_bytes(url, self.manager(url), self.cfg, self.limiter)
             with self._cpu:
                 return self._decode(row, data)
         except SkipPhoto as exc:
-            return Fetched(row, error=str(exc))
+            return Fetched(row, error=str(exc), reason=exc.reason)
         except Exception as exc:  # a bug or an unforeseen library error must not stop the run
-            return Fetched(row, error=f"{type(exc).__name__}: {str(exc)[:200]}")
+            return Fetched(row, error=f"{type(exc).__name__}: {str(exc)[:200]}", reason=R.OTHER)
 
     def _decode(self, row: dict, data: bytes) -> Fetched:
         sha = hashlib.sha256(data).hexdigest()
@@ -294,7 +320,7 @@ class Fetcher:
         try:
             image = decode_pil(data, self.cfg.max_pixels, self.cfg.min_side, self.cfg.draft, sizes)
         except SkipPhoto as exc:
-            return Fetched(row, sha256=sha, error=str(exc), nbytes=len(data))
+            return Fetched(row, sha256=sha, error=str(exc), reason=exc.reason, nbytes=len(data))
         w, h = sizes[0]
         size = image.size if not self.cfg.draft else \
             ((w, h) if (image.width >= image.height) == (w >= h) else (h, w))

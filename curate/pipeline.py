@@ -16,6 +16,12 @@ shard is renamed); photos with no accepted face, failures and duplicates are rec
 are read back and those photos marked done (a kill between rename and catalog update).
 `--part K/N` keeps the photos whose id hashes into slice K and writes its own shard range.
 
+Before any work: every option is checked (config.check_config: a bad value exits 2 and marks
+nothing), the source must exist, `--out` must be (or become) a directory, and the run takes the
+output directory's lock (common/lock.py; `.facesift.lock`, or `.facesift.lock.partK` for
+`--part K/N`, so the parts of one job share a folder): a second curate on the same output stops
+at once naming the first one's pid, and the kernel drops the lock whatever way a run ends.
+
 The parts: worklist.py (which photos), recovery.py (after a crash), samples.py (one photo's
 samples), sink.py (the writer thread), counts.py (what the run did); this module runs them.
 """
@@ -32,15 +38,17 @@ from pathlib import Path
 from typing import Iterator
 
 from facesift.common.config import save_config
+from facesift.common.lock import LOCK_NAME, output_lock
 from facesift.common.progress import progress as progress_bar
 from facesift.common.stopping import StopRequested, requested
-from facesift.curate.config import CurateConfig, parse_part
+from facesift.curate.config import CurateConfig, check_config, parse_part
 from facesift.curate.counts import RunCounts
 from facesift.curate.download import Fetched, download
+from facesift.curate.reasons import DUPLICATE
 from facesift.curate.recovery import reconcile
 from facesift.curate.samples import face_samples, whole_image_samples
 from facesift.curate.sink import Sink
-from facesift.curate.sources import open_source
+from facesift.curate.sources import check_source, open_source
 from facesift.curate.worklist import in_part, known_hashes, requeue_failed, work_rows
 from facesift.shards.writer import ShardWriter, part_prefix, part_suffix
 
@@ -55,10 +63,11 @@ def _batches(fetched: Iterator[Fetched], sink: Sink, seen: dict[str, str], batch
         pid = str(f.row["id"])
         counts.bytes += f.nbytes
         if f.error is not None:
-            sink.put(("status", (pid, "failed", f.error[:500], f.sha256)))
+            sink.put(("status", (pid, "failed", f.error[:500], f.sha256, None, f.reason)))
             continue
         if dedupe and f.sha256 in seen and seen[f.sha256] != pid:
-            sink.put(("status", (pid, "skipped", f"exact duplicate of {seen[f.sha256]}", f.sha256)))
+            sink.put(("status", (pid, "skipped", f"exact duplicate of {seen[f.sha256]}", f.sha256, None,
+                                 DUPLICATE)))
             continue
         seen.setdefault(f.sha256, pid)
         pending.append(f)
@@ -69,20 +78,44 @@ def _batches(fetched: Iterator[Fetched], sink: Sink, seen: dict[str, str], batch
         yield pending
 
 
+def prepare_out(out: Path) -> None:
+    """`--out` is a directory, or one is made: a file there (or under it) is a clear error."""
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--out {out}: is a file, not a directory")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ValueError(f"--out {out}: cannot create the directory: {exc.strerror or exc}") from None
+
+
+def lock_name(part: tuple[int, int] | None) -> str:
+    """The lock file of a run: one per output directory, one per part for `--part K/N`."""
+    return LOCK_NAME if part is None else f"{LOCK_NAME}.part{part[0]}"
+
+
 def run_curate(cfg: CurateConfig, progress: bool = True) -> RunCounts:
-    """Curate every pending photo of the configured source (or part) into shards under `cfg.out`."""
+    """Curate every pending photo of the configured source (or part) into shards under `cfg.out`.
+
+    Raises ValueError / FileNotFoundError for a bad option or source and `LockHeld` (a
+    RuntimeError) when another run holds the output, all before any work (the CLI exits 2).
+    """
+    check_config(cfg)
+    check_source(cfg)
+    part = parse_part(cfg.part)
+    out = Path(cfg.out)
+    prepare_out(out)
+    with output_lock(out, name=lock_name(part)):
+        return _run_locked(cfg, part, out, progress)
+
+
+def _run_locked(cfg: CurateConfig, part: tuple[int, int] | None, out: Path, progress: bool) -> RunCounts:
     from facesift.curate.catalog import Catalog
     from facesift.curate.detect import build_detector, close_detector
 
-    part = parse_part(cfg.part)
     part_text = f"{part[0]}/{part[1]}" if part else None
-    out = Path(cfg.out)
-    out.mkdir(parents=True, exist_ok=True)
     suffix = part_suffix(part)
     save_config(cfg, out / f"curate-config{suffix}.yaml")
     catalog_path = open_source(cfg)
-    if cfg.detect.backend not in ("mtcnn", "scrfd", "none"):
-        raise ValueError(f"unknown detector {cfg.detect.backend!r}: choose mtcnn, scrfd or none")
     detector_name = cfg.detect.backend
     fetch_cfg = cfg.download
     if detector_name == "none" and not fetch_cfg.draft:  # whole images: decode JPEGs at ≈ output scale
@@ -100,7 +133,7 @@ def run_curate(cfg: CurateConfig, progress: bool = True) -> RunCounts:
                     "crop_size": cfg.align.crop_size,
                     "faces_total": sum(int(e.get("nsamples") or 0) for e in writer.shardlist),
                     "rejected_total": dict(sorted(totals.items())), "photos_by_status": catalog.counts_by("status"),
-                    "last_run": counts.last_run(),
+                    "reasons": catalog.reason_counts(), "last_run": counts.last_run(),
                     "updated": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
 
         writer = ShardWriter(out, prefix=part_prefix(part), index_name=f"index{suffix}.json",

@@ -18,6 +18,7 @@ import threading
 from facesift.curate.config import CurateConfig
 from facesift.curate.counts import RunCounts
 from facesift.curate.download import Fetched
+from facesift.curate.reasons import PROCESSING, checked
 from facesift.shards.writer import ShardWriter
 
 log = logging.getLogger(__name__)
@@ -42,9 +43,13 @@ class Sink(threading.Thread):
         self.stop = threading.Event()  # no more input: finish what is queued, then end
 
     def status(self, pid: str, status: str, error: str | None, sha: str | None,
-               rejected: dict | None = None) -> None:
-        self.statuses.append((pid, status, error, sha, rejected))
+               rejected: dict | None = None, reason: str | None = None) -> None:
+        """Buffer one photo's outcome; a failure or skip is counted under its reason."""
+        reason = checked(reason, error) if error and status in ("failed", "skipped") else None
+        self.statuses.append((pid, status, error, sha, rejected, reason))
         self.counts.photos[status] += 1
+        if reason:
+            self.counts.reasons[status][reason] += 1
         if len(self.statuses) >= STATUS_FLUSH:
             self.flush()
 
@@ -52,8 +57,8 @@ class Sink(threading.Thread):
         """Catalog write; the per-filter counts go with the statuses, so stats.json's totals
         (catalog at start + what was recorded since) never count a re-processed photo twice."""
         self.catalog.set_status_many(updates)
-        for *_, rejected in updates:
-            self.counts.rejected_recorded.update(rejected or {})
+        for update in updates:
+            self.counts.rejected_recorded.update(update[4] or {})
 
     def flush(self) -> None:
         if self.statuses:
@@ -76,7 +81,8 @@ class Sink(threading.Thread):
             samples, rejected = outcome
         except Exception as exc:  # one odd photo (degenerate landmarks ...) is a counted skip
             log.warning("photo %s: %s: %s", pid, type(exc).__name__, exc)
-            self.status(pid, "failed", f"processing error: {type(exc).__name__}: {exc}"[:500], fetched.sha256)
+            self.status(pid, "failed", f"processing error: {type(exc).__name__}: {exc}"[:500], fetched.sha256,
+                        None, PROCESSING)
             return
         self.counts.rejected.update(rejected)
         if samples:

@@ -17,11 +17,12 @@ def in_part(photo_id: str, part: tuple[int, int] | None, seed: int = 0) -> bool:
 
 
 def requeue_failed(catalog, part: tuple[int, int] | None, seed: int) -> int:
-    """`--retry-failed`: put this part's failed photos (timeouts, 5xx ...) back to pending."""
-    failed = [r["id"] for r in catalog.all_photos()
+    """`--retry-failed`: put this part's failed photos (timeouts, 5xx ...) back to pending.
+    Their sha256 stays: for a folder file it is the listed bytes, which tells a changed file."""
+    failed = [(r["id"], r["sha256"]) for r in catalog.all_photos()
               if r["status"] == "failed" and in_part(str(r["id"]), part, seed)]
     if failed:
-        catalog.set_status_many([(pid, "pending", None, None) for pid in failed])
+        catalog.set_status_many([(pid, "pending", None, sha) for pid, sha in failed])
     return len(failed)
 
 

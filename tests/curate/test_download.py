@@ -28,19 +28,22 @@ def _fetch(url: str, **kw):
     return Fetcher(cfg)({"id": "x", "url": url})
 
 
-@pytest.mark.parametrize("route, reason", [
-    ("corrupt.jpg", "cannot decode jpeg"),
-    ("truncated.jpg", "truncated"),
-    ("html.jpg", "HTML"),
-    ("huge.png", "too many pixels"),
-    ("404", "HTTP 404"),
-    ("500", "HTTP 500"),
-    ("slow.jpg", "timeout"),
+@pytest.mark.parametrize("route, reason, category", [
+    ("corrupt.jpg", "cannot decode jpeg", "cannot decode"),
+    ("truncated.jpg", "truncated", "truncated"),
+    ("html.jpg", "HTML", "not an image"),
+    ("huge.png", "too many pixels", "too many pixels"),
+    ("404", "HTTP 404", "http error"),
+    ("500", "HTTP 500", "server error"),
+    ("slow.jpg", "timeout", "timeout"),
 ])
-def test_bad_inputs_are_skips_with_a_reason(sandbox, route, reason):
+def test_bad_inputs_are_skips_with_a_reason(sandbox, route, reason, category):
+    from facesift.curate.reasons import classify
     f = _fetch(f"{sandbox.base_url}/bad/{route}")
     assert f.image is None
     assert f.error and reason.lower() in f.error.lower(), f.error
+    # the category is named where the failure is raised, and an old catalog's text maps to the same
+    assert f.reason == category == classify(f.error), (f.reason, f.error)
 
 
 def test_flaky_server_succeeds_after_retry(sandbox):

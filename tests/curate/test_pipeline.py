@@ -43,8 +43,16 @@ def _keys(out: Path) -> list[str]:
 
 
 def _statuses(ledger: Path) -> dict[str, str]:
+    """{photo: status}; a folder's photos by relative path (their `title`; the id adds a hash)."""
     with Catalog(ledger) as cat:
-        return {r["id"]: r["status"] for r in cat.all_photos()}
+        return {(r["title"] if r["source"] == "dir" else r["id"]): r["status"] for r in cat.all_photos()}
+
+
+def _row(ledger: Path, rel: str) -> dict:
+    """The ledger row of the folder file at relative path `rel`."""
+    with Catalog(ledger) as cat:
+        (row,) = [r for r in cat.all_photos() if r["source"] == "dir" and r["title"] == rel]
+    return row
 
 
 @pytest.fixture(scope="module")
@@ -66,17 +74,19 @@ def yale_and_t1(shared_data, tmp_path_factory):
 def test_every_yale_photo_one_face_and_t1_six(yale_and_t1):
     src, out, counts = yale_and_t1
     samples = _samples(out)
-    per_photo = collections.Counter(s["json"]["photo_id"] for s in samples)
+    per_photo = collections.Counter(s["json"]["title"] for s in samples)  # a folder file's relative path
     yale = [p.name for p in src.glob("*.gif")]
     assert len(yale) == 164
     assert {p: per_photo[p] for p in yale} == {p: 1 for p in yale}
     assert per_photo["group/t1.jpg"] == 6
     assert counts.faces == 170 and counts.photos["done"] == 165
-    # keys: <photo_id>_<face_index> sanitised (Yale names have dots), unique, no dots
+    # keys: <photo_id>_<face_index>, the id a readable path plus a hash (Yale names have dots)
     keys = [s["__key__"] for s in samples]
     assert len(set(keys)) == len(keys) and not any("." in k or "/" in k for k in keys)
-    assert "subject01-glasses-gif_0" in keys and "group-t1-jpg_5" in keys
-    s = next(s for s in samples if s["__key__"] == "group-t1-jpg_0")
+    assert all(s["__key__"] == f"{s['json']['photo_id']}_{s['json']['face_index']}" for s in samples)
+    assert any(k.startswith("subject01-glasses-gif-") and k.endswith("_0") for k in keys)
+    s = next(s for s in samples if s["json"]["title"] == "group/t1.jpg" and s["json"]["face_index"] == 0)
+    assert s["__key__"].startswith("group-t1-jpg-")
     assert s["jpg"].size == (64, 64)
     meta = s["json"]
     for field in ("photo_id", "face_index", "bbox", "landmarks", "score", "source_size", "license",
@@ -87,7 +97,7 @@ def test_every_yale_photo_one_face_and_t1_six(yale_and_t1):
     assert np.array(meta["landmarks"]).shape == (5, 2) and meta["score"] >= 0.95
     assert all(v == "done" for v in _statuses(out / "sources.sqlite").values())
     # the exact-duplicate skip would have caught Yale's byte-identical files
-    shas = collections.Counter(s["json"]["sha256"] for s in samples if s["json"]["photo_id"] in yale)
+    shas = collections.Counter(s["json"]["sha256"] for s in samples if s["json"]["title"] in yale)
     assert sum(c - 1 for c in shas.values()) == 9
     stats = json.loads((out / "stats.json").read_text())
     assert stats["samples"] == 170 and stats["photos_by_status"] == {"done": 165}
@@ -192,7 +202,10 @@ def test_exact_duplicates_parts_and_deterministic_bytes(tmp_path):
     full = run(tmp_path / "a")
     assert full.photos == {"done": 24, "skipped": 1}
     with Catalog(tmp_path / "a" / "sources.sqlite") as cat:
-        assert cat.get("img.0.png")["error"] == "exact duplicate of copy.png"  # first in id order wins
+        copy = next(r for r in cat.all_photos() if r["title"] == "copy.png")
+    # first in id order wins (ids start with the sanitised path: copy-png-… < img-0-png-…)
+    assert _row(tmp_path / "a" / "sources.sqlite", "img.0.png")["error"] == f"exact duplicate of {copy['id']}"
+    assert _row(tmp_path / "a" / "sources.sqlite", "img.0.png")["reason"] == "exact duplicate"
     run(tmp_path / "b")
     a, b = sorted((tmp_path / "a").glob("*.tar")), sorted((tmp_path / "b").glob("*.tar"))
     assert len(a) == 5 and [x.read_bytes() for x in a] == [y.read_bytes() for y in b]
@@ -266,7 +279,9 @@ def test_kill_9_and_resume_exactly_once(yale_and_t1, tmp_path):
     names = sorted(p.name for p in yale_src.glob("*.gif"))[:14]
     for n in names:
         (src / n).symlink_to((yale_src / n).resolve())
-    clean = {k for k in _keys(clean_out) if k.rsplit("_", 1)[0] in {n.replace(".", "-") for n in names}}
+    with Catalog(clean_out / "sources.sqlite") as cat:
+        ids = {r["id"] for r in cat.all_photos() if r["title"] in names}
+    clean = {k for k in _keys(clean_out) if k.rsplit("_", 1)[0] in ids}
     assert len(clean) == 14
     out = tmp_path / "out"
     cmd = [sys.executable, "-m", "facesift", "-q", "curate", "--from-dir", str(src), "--out", str(out),
@@ -539,6 +554,8 @@ def test_rejection_counts_survive_a_crash_exactly(shared_data, tmp_path, monkeyp
     stats = json.loads((tmp_path / "out" / "stats.json").read_text())
     assert stats["rejected_total"] == {"max_faces": 12}  # 4 per t1 copy, each counted once
     assert stats["faces_total"] == stats["samples"] == len(_keys(tmp_path / "out")) == 3 * 2 + 5
-    with Catalog(tmp_path / "out" / "sources.sqlite") as cat:
-        assert json.loads(cat.get("a3.jpg")["rejected"]) == {"max_faces": 4}
-        assert cat.get("a1.jpg")["status"] == "done" and cat.rejected_totals() == {"max_faces": 12}
+    ledger = tmp_path / "out" / "sources.sqlite"
+    assert json.loads(_row(ledger, "a3.jpg")["rejected"]) == {"max_faces": 4}
+    assert _row(ledger, "a1.jpg")["status"] == "done"
+    with Catalog(ledger) as cat:
+        assert cat.rejected_totals() == {"max_faces": 12}

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import sqlite3
 
 from facesift.common.config import add_config_args
 
@@ -21,7 +22,8 @@ def register(subparsers) -> None:
     src.add_argument("--catalog", help="catalog.sqlite from `facesift crawl`")
     src.add_argument("--from-dir", help="curate every image under this folder (recursive)")
     src.add_argument("--from-urls", help="a .txt (one URL a line), .csv or .parquet with a `url` column")
-    p.add_argument("--out", help="shard directory (default work/shards)")
+    p.add_argument("--out", help="shard directory (default work/shards); one run at a time "
+                                 "(a second exits 2 naming the first), parts of one --part job may share it")
     p.add_argument("--detector", choices=["mtcnn", "scrfd", "none"],
                    help="face detector (default mtcnn); none = whole images, resized + centre-cropped")
     p.add_argument("--device", help="auto (default), cpu, cuda, cuda:N")
@@ -66,9 +68,14 @@ def run(args: argparse.Namespace) -> int:
     try:
         with GracefulStop():
             counts = run_curate(cfg, progress=not args.no_progress)
-    except (ValueError, FileNotFoundError, RuntimeError) as exc:
+    except (ValueError, FileNotFoundError, RuntimeError, sqlite3.DatabaseError) as exc:
+        # a bad option or source, another run holding --out (LockHeld names its pid), a catalog
+        # that is not one, or the writer thread's failure: all said in one line, no traceback
         log.error("%s", exc)
         return 2
+    except OSError as exc:  # the disk filled, the output vanished ...: the stage failed
+        log.error("curate failed: %s", exc)
+        return 1
     except StopRequested as stop:
         log.warning("%s: every finished photo is in a complete shard; the same command continues", stop)
         return stop_code(stop.signal_name)
