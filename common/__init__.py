@@ -8,5 +8,6 @@
 - stopping.py   stop signals (SIGTERM/SIGUSR1/Ctrl-C) honoured at a step boundary
 - runtime.py    rank / world size / local rank from torchrun's environment, device choice
 - images.py     image file suffixes, shard image members, ImageNet mean/std
+- imagemodes.py any Pillow mode (16-bit, float, CMYK, palette, alpha) → 8-bit RGB with its tones
 - licenses.py   the Flickr licence table: names and URLs
 """

@@ -11,7 +11,6 @@
 - config.py         CurateConfig: download / detect / filter / align / shards options, their ranges; --part
 - sources.py        catalog, --from-dir or --from-urls into one ledger; folder ids (path + bytes, key-safe)
 - download.py       thread-pool fetch + decode, ordered and bounded; sniffing, caps, EXIF, sha256
-- imagemodes.py     any Pillow mode (16-bit, float, CMYK, palette, alpha) → 8-bit RGB with its tones
 - reasons.py        the fixed vocabulary of failure / skip reasons; old error texts → category
 - detections.py     Detections (boxes, scores, 5 landmarks) and the Detector interface
 - detect.py         the mtcnn and scrfd backends, their CPU parallelism, build_detector / close_detector

@@ -9,7 +9,7 @@ Guards, in the order they apply: per-host concurrency cap, timeouts, retries wit
 exponential backoff (timeouts, connection errors, 429 and 5xx), a byte cap, sniffing (HTML and
 unknown formats are rejected before decoding), the decompression-bomb pixel cap (read from the
 header, before any pixel is decoded), truncated/corrupt bodies, EXIF orientation, every image
-mode to 8-bit RGB with its tones (imagemodes.py: 16-bit greyscale is not white).
+mode to 8-bit RGB with its tones (common/imagemodes.py: 16-bit greyscale is not white).
 
 Every failure names its category when it is raised (`SkipPhoto(message, reason)`, the
 vocabulary in reasons.py), so counts by reason never depend on parsing messages.
@@ -36,7 +36,7 @@ from PIL import Image, ImageOps
 
 from facesift.curate import reasons as R
 from facesift.curate.config import DownloadConfig
-from facesift.curate.imagemodes import to_rgb
+from facesift.common.imagemodes import to_rgb
 from facesift.curate.retry import RetriesExhausted, retry_call
 
 RETRY_STATUS = {429, 500, 502, 503, 504}
@@ -97,7 +97,7 @@ def decode_image(data: bytes, max_pixels: int, min_side: int = 1, draft: int = 0
 def decode_pil(data: bytes, max_pixels: int, min_side: int = 1, draft: int = 0,
                sizes: list | None = None) -> Image.Image:
     """Bytes → upright 8-bit RGB PIL image, whatever the file's mode (16-bit, float, CMYK,
-    palette, alpha: see imagemodes.py). The pixel cap is checked on the header before decoding.
+    palette, alpha: see common/imagemodes.py). The pixel cap is checked on the header before decoding.
 
     `draft` > 0 lets JPEGs decode at a reduced DCT scale whose sides stay ≥ `draft` (much faster
     when only a small resized image is wanted); the original (w, h) is appended to `sizes`.

@@ -24,6 +24,7 @@ from typing import Callable, Sequence
 import numpy as np
 from PIL import Image
 
+from facesift.common.imagemodes import to_rgb
 from facesift.common.images import IMAGE_SUFFIXES
 from facesift.shards.format import sanitize_key
 
@@ -46,9 +47,11 @@ def record_key(rel_path: str) -> str:
 
 
 def load_image(path: str | Path) -> Image.Image:
-    """Every image the fine-tuning stage reads passes through here (RGB, fully decoded)."""
+    """Every image the fine-tuning stage reads passes through here (RGB, fully decoded, with
+    16-bit, float and transparent modes brought to 8-bit tones as curate does)."""
     with Image.open(path) as im:
-        return im.convert("RGB")
+        rgb = to_rgb(im)
+        return im.copy() if rgb is im else rgb   # the file closes with the block
 
 
 def _resolve(root: Path, rel: str) -> Path:

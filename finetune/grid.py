@@ -30,6 +30,7 @@ from facesift.finetune.config import FinetuneConfig, file_digest, stable_hash
 from facesift.finetune.fractions import fraction_subset, keyed_subset, parse_fraction_keys, read_key_list
 from facesift.finetune.search import search
 from facesift.finetune.tasks import TaskData, load_task
+from facesift.pretrain.backbone import NotACheckpoint
 
 log = logging.getLogger(__name__)
 
@@ -166,6 +167,8 @@ def run_grid(cfg: FinetuneConfig, rank: int | None = None, world: int | None = N
             continue
         try:
             res = run_one(cfg, task, data, run, init_id, out, device)
+        except NotACheckpoint:  # a bad --inits file fails every run of it: the command's error (exit 2)
+            raise
         except (FloatingPointError, RuntimeError, ValueError, OSError) as exc:
             log.error("run %s fraction %g seed %d failed: %s", run.init, run.fraction, run.seed, exc)
             counts["failed"] += 1
