@@ -2,7 +2,8 @@
 
 config      EmbedConfig / RedundancyConfig / SearchConfig: the stage options and their defaults
 embedders   what a row is: pooled backbone features, or the weight-free HOG / DCT embeddings
-embed       streaming, resumable (DDP-sliced) embedding of shards into a float16 memmap + keys/meta
+embed       streaming, resumable (DDP-sliced) embedding of shards into a float16 memmap + keys/meta;
+            damaged shards refused before any row (rows follow the index), one lock per output dir
 hashes      pHash/dHash as packed bits (reused from curate's json, else computed with imagehash)
 neardup     faiss k-NN graph, exact pairs at a threshold, Hamming range search (flat / multi-hash)
 groups      duplicate groups: connected components or SemDeDup-style, keep policy easy/hard/random

@@ -21,7 +21,6 @@ from facesift.analysis import groups as grouping, measures, neardup, report
 from facesift.common.atomic import atomic_write_json, atomic_write_text
 
 log = logging.getLogger(__name__)
-BY = ("emb", "phash", "dhash", "emb+phash")
 
 
 def prepare_vectors(emb: np.ndarray, valid: np.ndarray, center: bool, block: int = 262144) -> np.ndarray:
@@ -42,12 +41,12 @@ def prepare_vectors(emb: np.ndarray, valid: np.ndarray, center: bool, block: int
 
 
 def run_redundancy(emb_dir: str | Path, out: str | Path, cfg: RedundancyConfig, progress: bool = True) -> dict:
-    if cfg.by not in BY:
-        raise EmbedError(f"--by must be one of {BY}, not {cfg.by!r}")
-    if cfg.grouping not in ("components", "semdedup"):
-        raise EmbedError(f"grouping must be components or semdedup, not {cfg.grouping!r}")
-    if cfg.keep not in grouping.POLICIES:
-        raise EmbedError(f"keep must be one of {grouping.POLICIES}, not {cfg.keep!r}")
+    """The stage end to end (see the module docstring). Bad options are a ValueError and an
+    unusable embed folder an EmbedError, both raised before anything is written."""
+    try:
+        cfg.check()
+    except ValueError as exc:
+        raise EmbedError(str(exc)) from None
     t0 = time.perf_counter()
     data = load_embeddings(emb_dir)
     keys, meta, info = data["keys"], data["meta"], data["info"]
@@ -55,6 +54,8 @@ def run_redundancy(emb_dir: str | Path, out: str | Path, cfg: RedundancyConfig, 
     valid = np.array(["error" not in m for m in meta], dtype=bool)
     if valid.sum() < 2:
         raise EmbedError(f"redundancy needs at least 2 decodable images; {emb_dir} has {int(valid.sum())}")
+    if "hash" in cfg.by and data["hashes"] is None:
+        raise EmbedError(f"{emb_dir}: no hashes.npy (embed was run with hashes off)")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     x = prepare_vectors(data["emb"], valid, cfg.center)
@@ -72,8 +73,6 @@ def run_redundancy(emb_dir: str | Path, out: str | Path, cfg: RedundancyConfig, 
     hash_info = {}
     hash_pairs = {}
     if "hash" in cfg.by:
-        if data["hashes"] is None:
-            raise EmbedError(f"{emb_dir}: no hashes.npy (embed was run with hashes off)")
         for kind, sl in (("phash", slice(0, 8)), ("dhash", slice(8, 16))):
             if kind not in cfg.by:
                 continue
@@ -97,8 +96,6 @@ def run_redundancy(emb_dir: str | Path, out: str | Path, cfg: RedundancyConfig, 
     labels, csims, centroids = measures.spherical_kmeans(xv, k, cfg.kmeans_iters, cfg.seed, scfg.train_max,
                                                          gpu=graph.info.get("gpu", False), redo=cfg.kmeans_redo)
     if cfg.grouping == "semdedup":
-        if cfg.by != "emb":
-            raise EmbedError("grouping=semdedup works on embeddings: use --by emb")
         groups = grouping.semdedup_groups(xv, labels, centroids, vkeys, cfg.threshold, cfg.keep, cfg.seed)
     else:
         groups = grouping.groups_from_pairs(xv, pi, pj, vkeys, cfg.keep, cfg.seed)

@@ -23,19 +23,32 @@ CLUSTERS_FILE = "clusters.tsv"
 
 
 def read_clusters(path: str | Path) -> dict[str, int]:
-    """key -> cluster from `clusters.tsv` (or a redundancy output directory holding one)."""
+    """key -> cluster from `clusters.tsv` (or a redundancy output directory holding one).
+
+    The file is written atomically, so a line that is not `key<TAB>cluster`, or a last line
+    without its newline, means it was cut off or edited: a ValueError naming file and line,
+    because a silently shorter cluster list would turn the missing keys into clusters of their own."""
     path = Path(path)
     if path.is_dir():
         path = path / CLUSTERS_FILE
-    if not path.exists():
+    if not path.is_file():
         raise FileNotFoundError(f"{path}: no cluster assignments (run `facesift redundancy` first)")
+    try:
+        text = path.read_text()
+    except UnicodeDecodeError:
+        raise ValueError(f"{path}: not a clusters.tsv (not text)") from None
+    if text and not text.endswith("\n"):
+        raise ValueError(f"{path}: the last line is cut off (the file is truncated); re-run `facesift redundancy`")
     out = {}
-    for n, line in enumerate(path.read_text().splitlines()):
+    for n, line in enumerate(text.splitlines(), 1):
         parts = line.split("\t")
-        if n == 0 and parts[0] == "key":
+        if n == 1 and parts[0] == "key":
             continue
-        if len(parts) >= 2 and parts[1].lstrip("-").isdigit():
-            out[parts[0]] = int(parts[1])
+        if len(parts) < 2 or not parts[0] or not parts[1].lstrip("-").isdigit():
+            raise ValueError(f"{path}:{n}: not 'key<TAB>cluster' ({line[:60]!r}); re-run `facesift redundancy`")
+        out[parts[0]] = int(parts[1])
+    if not out:
+        raise ValueError(f"{path}: no cluster assignments in it")
     return out
 
 

@@ -2,7 +2,9 @@
 
 The N samples are a uniform reservoir sample over the whole shard set in one streaming pass
 (Vitter/Li "Algorithm L": the positions to keep are drawn ahead, so the images in between are
-never read — local shards seek past them). The same seed and shards give the same sheet.
+never read — local shards seek past them). The same seed and shards give the same sheet. A
+damaged shard takes part up to its damage (shards/damaged.py): the sample at the damage was
+given a position before it turned out incomplete, and is never shown.
 """
 from __future__ import annotations
 
@@ -14,8 +16,9 @@ from pathlib import Path
 from typing import Any
 
 from facesift.common.images import SHARD_IMAGE_EXTS
+from facesift.shards.damaged import DamageTally
 from facesift.shards.index import shard_urls
-from facesift.shards.reader import iter_samples
+from facesift.shards.reader import DamagedShard, iter_samples
 
 log = logging.getLogger(__name__)
 
@@ -51,8 +54,10 @@ class Reservoir:
         return slot
 
 
-def sample_images(spec: Any, n: int, seed: int = 0, progress: bool = True) -> list[tuple[str, bytes]]:
-    """(key, image bytes) of `n` uniformly chosen samples, in index order; fewer if the set is smaller."""
+def sample_images(spec: Any, n: int, seed: int = 0, progress: bool = True,
+                  tally: DamageTally | None = None) -> list[tuple[str, bytes]]:
+    """(key, image bytes) of `n` uniformly chosen samples, in index order; fewer if the set is smaller.
+    Damaged shards are drawn from as far as they read, and go to `tally`."""
     from facesift.common.progress import progress as progress_bar
 
     reservoir = Reservoir(n, random.Random(seed))
@@ -69,15 +74,20 @@ def sample_images(spec: Any, n: int, seed: int = 0, progress: bool = True) -> li
         chosen[key] = slot
         return True
 
+    tally = tally if tally is not None else DamageTally()
     urls = shard_urls(spec)
     for url in progress_bar(urls, unit="shard", desc="sample", disable=not progress):
-        for sample in iter_samples(url, extensions=SHARD_IMAGE_EXTS, select=select):
-            slot = chosen.pop(sample["__key__"])
-            data = next((sample[e] for e in SHARD_IMAGE_EXTS if e in sample), None)
-            if data is None:
-                log.warning("%s: sample %s has no image member; left out", url, sample["__key__"])
-                continue
-            slots[slot] = (position - 1, sample["__key__"], data)
+        try:
+            for sample in iter_samples(url, extensions=SHARD_IMAGE_EXTS, select=select):
+                slot = chosen.pop(sample["__key__"])
+                data = next((sample[e] for e in SHARD_IMAGE_EXTS if e in sample), None)
+                if data is None:
+                    log.warning("%s: sample %s has no image member; left out", url, sample["__key__"])
+                    continue
+                slots[slot] = (position - 1, sample["__key__"], data)
+        except DamagedShard as exc:
+            chosen.clear()  # the sample at the damage was chosen before it turned out incomplete
+            tally.add(exc)
     kept = sorted(s for s in slots if s is not None)
     return [(key, data) for _, key, data in kept]
 
@@ -128,11 +138,13 @@ def render_sheet(items: list[tuple[str, bytes]], cell: int = 128, cols: int = 0,
 
 
 def contact_sheet(spec: Any, n: int, out: str | Path, seed: int = 0, cell: int = 128, cols: int = 0,
-                  captions: bool = True, progress: bool = True) -> list[str]:
+                  captions: bool = True, progress: bool = True, tally: DamageTally | None = None) -> list[str]:
     """Sample, render and write the PNG atomically; returns the keys shown, in index order."""
     from facesift.common.atomic import atomic_write
 
-    items = sample_images(spec, n, seed, progress)
+    if Path(out).is_dir():
+        raise IsADirectoryError(f"{out} is a directory: --out names the PNG file to write")
+    items = sample_images(spec, n, seed, progress, tally)
     sheet = render_sheet(items, cell=cell, cols=cols, captions=captions)
     with atomic_write(out, "wb") as fh:
         sheet.save(fh, format="PNG", optimize=True)

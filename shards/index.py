@@ -28,21 +28,46 @@ INDEX_NAME = "index.json"
 SHARD_GLOB = "*.tar"
 
 
+class BadIndex(ValueError):
+    """An index.json that is not a usable shard index (not JSON, cut off, malformed entries)."""
+
+
 def read_index(path: str | Path) -> dict[str, Any]:
-    """Load an index.json, local or remote; its `shardlist` urls are returned as written (often relative)."""
+    """Load an index.json, local or remote; its `shardlist` urls are returned as written (often relative).
+
+    Anything that is not a well-formed index — not JSON, cut off, no `shardlist`, an entry
+    without a `url` — is a ValueError naming the file, so every command reports it in one line."""
     local = local_path(str(path))
-    if local is not None:
-        data = json.loads(Path(local).read_text())
-    else:
-        import webdataset as wds
-        try:
+    try:
+        if local is not None:
+            data = json.loads(Path(local).read_bytes())
+        else:
+            import webdataset as wds
             with wds.gopen(str(path), "rb") as stream:
                 data = json.loads(stream.read())
-        except Exception as exc:  # transport and parse errors alike: name the index, keep the cause
-            raise ValueError(f"{path}: could not read the shard index: {exc}") from exc
-    if not isinstance(data, dict) or "shardlist" not in data:
-        raise ValueError(f"{path}: not a shard index (no 'shardlist')")
+    except FileNotFoundError:
+        raise
+    except ValueError as exc:  # JSONDecodeError and UnicodeDecodeError alike
+        raise BadIndex(f"{path}: not a shard index: it is not valid JSON ({exc})") from None
+    except Exception as exc:  # transport errors of a remote index: name the index, keep the cause
+        raise BadIndex(f"{path}: could not read the shard index: {exc}") from exc
+    check_index(data, path)
     return data
+
+
+def check_index(data: Any, path: str | Path) -> None:
+    """Refuse an index whose shard list a reader could not use (BadIndex naming the problem)."""
+    if not isinstance(data, dict) or "shardlist" not in data:
+        raise BadIndex(f"{path}: not a shard index (no 'shardlist')")
+    if not isinstance(data["shardlist"], list):
+        raise BadIndex(f"{path}: not a shard index ('shardlist' is not a list)")
+    for n, entry in enumerate(data["shardlist"]):
+        if not isinstance(entry, dict) or not isinstance(entry.get("url"), str) or not entry["url"]:
+            raise BadIndex(f"{path}: shardlist entry {n} has no 'url'")
+        count = entry.get("nsamples")
+        if count is not None and (isinstance(count, bool) or not isinstance(count, int) or count < 0):
+            raise BadIndex(f"{path}: shardlist entry {n} ({entry['url']}): nsamples {count!r} "
+                             "is not a count")
 
 
 def write_index(directory: str | Path, shardlist: list[dict[str, Any]], name: str = "faces",

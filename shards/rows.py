@@ -5,14 +5,20 @@ within a shard): the order every per-sample output follows (`facesift embed`'s
 `embeddings.npy`, the rows of the redundancy report). A range is read with
 `reader.iter_samples`: only the shards holding it are opened, and the rows before it are
 skipped without reading their data (local shards seek past them).
+
+A run whose rows must follow the index (`facesift embed`) checks the counts first with
+`scan_counts`: a damaged shard or a stale index found half-way would leave every later row
+shifted, so they are found before any row is written.
 """
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from itertools import accumulate
 from typing import Any, Container, Iterator, Sequence
 
-from facesift.shards.index import index_entries, index_location, shard_urls
-from facesift.shards.reader import iter_keys, iter_samples
+from facesift.shards.index import index_entries, index_location, local_path, shard_urls
+from facesift.shards.reader import DamagedShard, iter_keys, iter_samples
 
 
 class StaleCountError(ValueError):
@@ -32,6 +38,56 @@ def shard_counts(spec: Any) -> tuple[list[str], list[int]]:
         if counts[i] is None:
             counts[i] = sum(1 for _ in iter_keys(url))
     return urls, [int(c) for c in counts]
+
+
+@dataclass
+class ShardTable:
+    """Samples per shard of a shard set, and what would stop its rows from following the index."""
+    urls: list[str]
+    counts: list[int]
+    damaged: list[DamagedShard] = field(default_factory=list)  # shards that do not read to their end
+    stale: list[str] = field(default_factory=list)              # "url: the index says N, the shard holds M"
+
+
+def _index_counts(spec: Any, urls: list[str]) -> list[int | None]:
+    """`nsamples` of each shard from the index behind `spec`, None where there is none."""
+    location = index_location(spec)
+    if location is not None:
+        entries = index_entries(location)
+        if [u for u, _ in entries] == urls:
+            return [None if e.get("nsamples") is None else int(e["nsamples"]) for _, e in entries]
+    return [None] * len(urls)
+
+
+def _walk(url: str) -> tuple[int, DamagedShard | None]:
+    """Complete samples in one shard (tar headers only) and its damage, if any."""
+    try:
+        return sum(1 for _ in iter_keys(url)), None
+    except DamagedShard as exc:
+        return exc.samples, exc
+
+
+def scan_counts(spec: Any, workers: int = 8) -> ShardTable:
+    """Samples per shard, checked: local shards are always walked (headers only, seeking over the
+    data: cheap) and compared with the index's `nsamples`; remote shards are read only when the
+    index gives no count (their damage is met, and reported, while they are read)."""
+    urls = shard_urls(spec)
+    expected = _index_counts(spec, urls)
+    walk = [i for i, u in enumerate(urls) if local_path(u) is not None or expected[i] is None]
+    with ThreadPoolExecutor(max(1, min(workers, len(walk) or 1))) as pool:
+        walked = dict(zip(walk, pool.map(_walk, [urls[i] for i in walk])))
+    table = ShardTable(urls, [0] * len(urls))
+    for i, url in enumerate(urls):
+        if i not in walked:
+            table.counts[i] = int(expected[i])
+            continue
+        found, damage = walked[i]
+        table.counts[i] = found
+        if damage is not None:
+            table.damaged.append(damage)
+        elif expected[i] is not None and expected[i] != found:
+            table.stale.append(f"{url}: the index says {expected[i]} samples, the shard holds {found}")
+    return table
 
 
 def rank_slice(n: int, rank: int, world: int) -> tuple[int, int]:

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
 from facesift.shards.config import SplitConfig
+from facesift.shards.damaged import DamageTally
 
 log = logging.getLogger(__name__)
 
@@ -115,38 +116,57 @@ def random_method(keys: list[str], fractions: list[float], cfg: SplitConfig) -> 
 SPLIT_METHODS: dict[str, SplitMethod] = {"random": random_method}
 
 
-def collect_keys(spec: Any, progress: bool = True) -> list[str]:
-    """All keys in index order, reading tar headers only; a repeated key is kept once (verify names it)."""
+def collect_keys(spec: Any, progress: bool = True, tally: DamageTally | None = None) -> list[str]:
+    """All keys in index order, reading tar headers only; a repeated key is kept once (verify names it).
+
+    A damaged shard gives the keys of its complete samples before the damage (the samples `shards
+    info` counts) and goes to `tally` (one warning line each)."""
     from facesift.common.progress import progress as bar
     from facesift.shards.index import shard_urls
-    from facesift.shards.reader import iter_keys
+    from facesift.shards.reader import DamagedShard, iter_keys
 
+    tally = tally if tally is not None else DamageTally()
     keys: list[str] = []
     seen: set[str] = set()
     repeats = 0
     for url in bar(shard_urls(spec), unit="shard", desc="keys", disable=not progress):
-        for key in iter_keys(url):
-            if key in seen:
-                repeats += 1
-                continue
-            seen.add(key)
-            keys.append(key)
+        try:
+            for key in iter_keys(url):
+                if key in seen:
+                    repeats += 1
+                    continue
+                seen.add(key)
+                keys.append(key)
+        except DamagedShard as exc:
+            tally.add(exc)
     if repeats:
         log.warning("%d repeated key(s) kept once; run `facesift shards verify` to find them", repeats)
     return keys
 
 
+def check_out_dir(out_dir: str | Path) -> None:
+    """Refuse an `--out` that exists and is not a directory, before any shard is read."""
+    if Path(out_dir).exists() and not Path(out_dir).is_dir():
+        raise NotADirectoryError(f"{out_dir} exists and is not a directory: choose another --out")
+
+
 def split_shards(spec: Any, out_dir: str | Path, cfg: SplitConfig,
-                 methods: Mapping[str, SplitMethod] | None = None, progress: bool = True) -> dict[str, Any]:
+                 methods: Mapping[str, SplitMethod] | None = None, progress: bool = True,
+                 tally: DamageTally | None = None) -> dict[str, Any]:
     """Keys of `spec` minus `cfg.exclude`, split by `cfg.method` (one of SPLIT_METHODS or of
-    `methods`), written to `out_dir`. Raises ValueError / FileNotFoundError on bad input."""
+    `methods`), written to `out_dir`. Raises ValueError / FileNotFoundError on bad input; damaged
+    shards are split as far as they read (`collect_keys`), listed in split.json and in `tally`."""
     from facesift.common.config import to_dict
 
     known = {**SPLIT_METHODS, **(methods or {})}
     if cfg.method not in known:
         raise ValueError(f"unknown split method {cfg.method!r}; known: {', '.join(sorted(known))}")
     fractions = parse_fractions(cfg.fractions)
-    keys = collect_keys(spec, progress)
+    check_out_dir(out_dir)
+    if cfg.exclude and not Path(cfg.exclude).is_file():
+        raise FileNotFoundError(f"--exclude {cfg.exclude}: no such file")
+    tally = tally if tally is not None else DamageTally()
+    keys = collect_keys(spec, progress, tally)
     excluded = 0
     if cfg.exclude:
         drop = set(read_key_list(cfg.exclude))
@@ -157,7 +177,7 @@ def split_shards(spec: Any, out_dir: str | Path, cfg: SplitConfig,
             log.info("%d key(s) of %s are not in the shards", len(drop) - excluded, cfg.exclude)
     splits = known[cfg.method](keys, fractions, cfg)
     path = write_splits(out_dir, splits, source=str(spec), total=len(keys), excluded=excluded,
-                        config=to_dict(cfg))
+                        damaged_shards=tally.as_json(), config=to_dict(cfg))
     log.info("wrote %s", path)
     return {"keys": len(keys), "excluded": excluded, "counts": {f: len(splits[f]) for f in fractions},
-            "path": path}
+            "path": path, "damaged_shards": len(tally)}

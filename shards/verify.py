@@ -22,7 +22,7 @@ from typing import Any, Iterable, Iterator, Sequence
 from facesift.common.images import SHARD_IMAGE_EXTS
 from facesift.shards.format import make_key
 from facesift.shards.index import SHARD_GLOB, index_entries, index_location, local_path, shard_urls
-from facesift.shards.reader import HashingReader, iter_members
+from facesift.shards.reader import READ_ERRORS, DamagedShard, HashingReader, iter_members
 
 log = logging.getLogger(__name__)
 
@@ -177,7 +177,10 @@ def check_shard(url: str, decode: bool = True, required: Sequence[str] = REQUIRE
             where = f"after sample {key}" if key else "at the start"
             result.problems.append(Problem(url, None, f"truncated tar: it ends {where} without the "
                                                       "end-of-archive marker"))
-    except (tarfile.TarError, EOFError, OSError) as exc:
+    except DamagedShard as exc:
+        where = f"after sample {key}" if key else "at the start"
+        result.problems.append(Problem(url, None, f"unreadable tar {where}: {exc.reason}"))
+    except READ_ERRORS as exc:  # the digest's drain of a stream whose transport fails
         where = f"after sample {key}" if key else "at the start"
         result.problems.append(Problem(url, None, f"unreadable tar {where}: {type(exc).__name__}: {exc}"))
     finally:

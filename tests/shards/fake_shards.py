@@ -98,3 +98,44 @@ def shards_cli(argv: list[str]) -> int:
     command.register(parser.add_subparsers(dest="command", required=True))
     args = parser.parse_args(argv)
     return int(args.func(args) or 0)
+
+
+# ---- damaged shards, built at test time from a real shard (docs/shards.md, "Damaged shards") ----
+
+DAMAGE_KINDS = ("cut-in-data", "cut-at-header", "zero-bytes", "random-bytes", "missing")
+
+
+def member_offsets(path: Path) -> dict[str, tuple[int, int]]:
+    """member name -> (header offset, data offset) of a local shard."""
+    import tarfile
+    with tarfile.open(path) as tar:
+        return {m.name: (m.offset, m.offset_data) for m in tar.getmembers()}
+
+
+def damage(path: Path, kind: str, at_key: str | None = None) -> None:
+    """Damage a shard in place. The cuts land in sample `at_key` (by default the shard's fourth):
+    "cut-in-data" inside its first member's data (its earlier samples stay readable), "cut-at-header"
+    exactly at its first header (so the sample before it can no longer be proven complete)."""
+    path = Path(path)
+    if kind in ("cut-in-data", "cut-at-header"):
+        offsets = member_offsets(path)
+        names = sorted(offsets, key=lambda n: offsets[n][0])
+        keys = list(dict.fromkeys(n.split(".", 1)[0] for n in names))
+        key = at_key or keys[3]
+        header, data = offsets[next(n for n in names if n.split(".", 1)[0] == key)]
+        with open(path, "r+b") as fh:
+            fh.truncate(data + 10 if kind == "cut-in-data" else header)
+    elif kind == "zero-bytes":
+        path.write_bytes(b"")
+    elif kind == "random-bytes":
+        path.write_bytes(np.random.default_rng(0).bytes(5000))
+    elif kind == "missing":
+        path.unlink()
+    else:
+        raise ValueError(kind)
+
+
+def readable_keys(keys: list[str], kind: str, at: int = 3) -> list[str]:
+    """The keys of a shard holding `keys` that every reader uses after `damage(kind)`: the complete
+    samples before the damage (a cut at a header also loses the sample before it)."""
+    return {"cut-in-data": keys[:at], "cut-at-header": keys[:at - 1]}.get(kind, [])

@@ -31,29 +31,47 @@ def register(subparsers) -> None:
 
 
 def run(args) -> int:
+    """Exit 0 done (or stopped by --max-batches), 1 a damaged shard, 2 bad input or options,
+    128+N stopped by signal N at a checkpoint; the same command continues an unfinished run."""
     from facesift.analysis.config import EmbedConfig
-    from facesift.analysis.embed import EmbedError, embed_shards
+    from facesift.analysis.embed import DamagedInput, EmbedError, embed_shards
     from facesift.common.config import resolve, save_config
+    from facesift.common.lock import LockHeld
     from facesift.common.logsetup import summary
+    from facesift.common.stopping import GracefulStop, stop_code
     try:
         cfg = resolve(EmbedConfig, args.config, args.overrides, section="embed", backbone=args.backbone,
                       arch=args.arch, embedding=args.embedding, batch_size=args.batch_size,
                       image_size=args.image_size, workers=args.workers, device=args.device,
                       max_batches=args.max_batches)
-    except ValueError as exc:
+        cfg.check()
+    except (ValueError, FileNotFoundError) as exc:
         log.error("%s", exc)
         return 2
-    if cfg.backbone and not Path(cfg.backbone).exists():
+    if cfg.backbone and not Path(cfg.backbone).is_file():
         log.error("backbone not found: %s", cfg.backbone)
         return 2
     try:
-        result = embed_shards(args.shards, args.out, cfg, progress=not args.no_progress)
-    except (EmbedError, FileNotFoundError, ValueError) as exc:
+        with GracefulStop():
+            result = embed_shards(args.shards, args.out, cfg, progress=not args.no_progress)
+    except DamagedInput as exc:
+        log.error("%s", exc)
+        summary("embed", rows=0, damaged_shards=len(exc.damaged), complete=False, out=args.out)
+        return 1
+    except (EmbedError, FileNotFoundError, ValueError, LockHeld, NotADirectoryError) as exc:
         log.error("%s", exc)
         return 2
     if result.get("complete"):
         save_config(cfg, args.out / "embed-config.yaml")
+    damaged = result.get("damaged", [])
     summary("embed", rows=result["rows"], embedded=result.get("embedded", 0), errors=result.get("errors", 0),
             resumed_from=result.get("resumed_from", 0), dim=result["dim"], embedder=result["embedder"],
-            complete=result.get("complete", False), out=args.out)
+            damaged_shards=len(damaged), complete=result.get("complete", False), out=args.out)
+    if damaged:
+        log.error("stopped at the damaged shard %s, with a checkpoint: re-run the same command to continue "
+                  "once it reads whole (rows must follow the index, so it cannot be skipped)", damaged[0]["shard"])
+        return 1
+    if result.get("stopped"):
+        log.warning("stopped by %s at a checkpoint; re-run the same command to continue", result["stopped"])
+        return stop_code(result["stopped"])
     return 0

@@ -32,35 +32,55 @@ def register(subparsers) -> None:
 
 
 def run(args) -> int:
-    from facesift.analysis.config import EmbedConfig, RedundancyConfig
-    from facesift.analysis.embed import EmbedError, embed_shards
-    from facesift.analysis.redundancy import run_redundancy
-    from facesift.common.config import resolve, save_config
-    from facesift.common.logsetup import summary
+    """Exit 0 done, 1 a damaged shard met while embedding --shards (or that embedding stopped
+    early), 2 bad input or options (checked before anything is read or written)."""
+    from facesift.analysis.config import RedundancyConfig
+    from facesift.common.config import resolve
+    from facesift.common.lock import LockHeld, output_lock
     try:
         cfg = resolve(RedundancyConfig, args.config, args.overrides, section="redundancy", by=args.by,
                       threshold=args.threshold, hamming=args.hamming, grouping=args.grouping, keep=args.keep,
                       clusters=args.clusters, seed=args.seed)
         if args.index:
             cfg.search.index = args.index
-    except ValueError as exc:
+        cfg.check()
+    except (ValueError, FileNotFoundError) as exc:
         log.error("%s", exc)
         return 2
     emb = args.emb or (args.out / "emb" if args.shards else None)
     if emb is None:
         log.error("give --emb DIR (from `facesift embed`) or --shards SPEC")
         return 2
+    from facesift.analysis.embed import DamagedInput, EmbedError
     try:
-        if args.shards and not (emb / "embeddings.npy").exists():
-            log.info("embedding %s into %s first", args.shards, emb)
-            res = embed_shards(args.shards, emb, EmbedConfig(backbone=args.backbone), progress=not args.no_progress)
-            if not res.get("complete"):
-                log.error("embedding did not finish; re-run to continue")
-                return 1
-        result = run_redundancy(emb, args.out, cfg, progress=not args.no_progress)
-    except (EmbedError, FileNotFoundError, ValueError) as exc:
+        with output_lock(args.out, command="facesift redundancy"):
+            return _run_locked(args, cfg, emb)
+    except DamagedInput as exc:
+        log.error("%s", exc)
+        return 1
+    except (EmbedError, FileNotFoundError, ValueError, LockHeld, NotADirectoryError) as exc:
         log.error("%s", exc)
         return 2
+
+
+def _run_locked(args, cfg, emb: Path) -> int:
+    """Embed --shards when needed, then the redundancy run itself (`out` is locked by the caller)."""
+    from facesift.analysis.config import EmbedConfig
+    from facesift.analysis.embed import embed_shards
+    from facesift.analysis.redundancy import run_redundancy
+    from facesift.common.config import save_config
+    from facesift.common.logsetup import summary
+    if args.shards and not (emb / "embeddings.npy").exists():
+        log.info("embedding %s into %s first", args.shards, emb)
+        res = embed_shards(args.shards, emb, EmbedConfig(backbone=args.backbone), progress=not args.no_progress)
+        if res.get("damaged"):
+            log.error("embedding stopped at the damaged shard %s; re-run to continue once it reads whole",
+                      res["damaged"][0]["shard"])
+            return 1
+        if not res.get("complete"):
+            log.error("embedding did not finish; re-run to continue")
+            return 1
+    result = run_redundancy(emb, args.out, cfg, progress=not args.no_progress)
     save_config(cfg, args.out / "redundancy-config.yaml")
     summary("redundancy", images=result["valid"], pairs=result["pairs"], groups=result["groups"],
             duplicates=result["duplicates"], kept=result["kept"],

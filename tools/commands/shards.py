@@ -1,7 +1,9 @@
 """`facesift shards {info,verify,split,sample,merge-index}`: look at, check, split and join shard sets.
 
 Every subcommand takes any shard spec (a shard directory, an index.json, a brace pattern, a
-`pipe:`/http URL or a comma list) through `shards.index.shard_urls`.
+`pipe:`/http URL or a comma list) through `shards.index.shard_urls`. Exit status: 0 fine, 1 a
+damaged shard was met (named, counted, used up to its damage; see docs/shards.md) or verify /
+merge-index found a problem, 2 bad input or options (nothing read or written).
 """
 from __future__ import annotations
 
@@ -10,22 +12,26 @@ import json
 import logging
 from pathlib import Path
 
-from facesift.common.config import add_config_args, resolve
+from facesift.common.config import add_config_args, check_range, resolve
 from facesift.common.logsetup import summary
 from facesift.shards import config as c
+from facesift.shards.damaged import DamageTally
 
 log = logging.getLogger("facesift.shards")
-BAD_INPUT = (FileNotFoundError, NotADirectoryError, ValueError)  # json.JSONDecodeError is a ValueError
+# bad input: no such shards, a malformed index or option, an --out that cannot be written
+BAD_INPUT = (FileNotFoundError, NotADirectoryError, IsADirectoryError, ValueError, PermissionError)
 
 
 def _info(args: argparse.Namespace) -> int:
     from facesift.shards.info import collect_info, format_info
     cfg = resolve(c.InfoConfig, args.config, args.overrides, section="info", workers=args.workers)
-    info = collect_info(args.shards, workers=c.resolve_workers(cfg.workers), progress=not args.json)
+    tally = DamageTally()
+    info = collect_info(args.shards, workers=c.resolve_workers(cfg.workers), progress=not args.json, tally=tally)
     print(json.dumps(info, indent=2) if args.json else format_info(info, top=cfg.top))
     if not args.json:
-        summary("shards info", shards=info["shards"], samples=info["samples"], bytes=info["bytes"])
-    return 0
+        summary("shards info", shards=info["shards"], samples=info["samples"], bytes=info["bytes"],
+                damaged_shards=len(tally))
+    return tally.exit_code()
 
 
 def _verify(args: argparse.Namespace) -> int:
@@ -53,27 +59,40 @@ def _split(args: argparse.Namespace) -> int:
     from facesift.shards.split import split_shards
     cfg = resolve(c.SplitConfig, args.config, args.overrides, section="split", fractions=args.fractions,
                   seed=args.seed, method=args.method, exclude=args.exclude, clusters=args.clusters)
-    done = split_shards(args.shards, args.out, cfg, methods={"cluster-balanced": cluster_balanced_method})
+    tally = DamageTally()
+    done = split_shards(args.shards, args.out, cfg, methods={"cluster-balanced": cluster_balanced_method},
+                        tally=tally)
     summary("shards split", keys=done["keys"], excluded=done["excluded"],
-            **{f"n{f!r}": n for f, n in done["counts"].items()}, out=str(args.out))
-    return 0
+            **{f"n{f!r}": n for f, n in done["counts"].items()}, damaged_shards=len(tally), out=str(args.out))
+    return tally.exit_code()
 
 
 def _sample(args: argparse.Namespace) -> int:
     from facesift.shards.contact_sheet import contact_sheet
+    check_range(args.n, 1, c.MAX_SHEET, "n (crops on the sheet)")
     cfg = resolve(c.SampleConfig, args.config, args.overrides, section="sample", seed=args.seed,
                   cell=args.cell, cols=args.cols, captions=False if args.no_captions else None)
-    keys = contact_sheet(args.shards, args.n, args.out, seed=cfg.seed, cell=cfg.cell, cols=cfg.cols,
-                         captions=cfg.captions)
-    summary("shards sample", shown=len(keys), out=str(args.out))
-    return 0
+    tally = DamageTally()
+    try:
+        keys = contact_sheet(args.shards, args.n, args.out, seed=cfg.seed, cell=cfg.cell, cols=cfg.cols,
+                             captions=cfg.captions, tally=tally)
+    except ValueError as exc:
+        if not tally:
+            raise
+        log.error("shards sample: %s", exc)  # nothing to draw because the shards are damaged
+        keys = []
+    summary("shards sample", shown=len(keys), damaged_shards=len(tally), out=str(args.out))
+    return tally.exit_code()
 
 
 def _merge(args: argparse.Namespace) -> int:
+    from facesift.shards.index import BadIndex
     from facesift.shards.merge import merge_parts
     try:
         paths, out, merged = merge_parts(args.parts, args.out, args.glob, name=args.name,
                                          check_files=not args.no_check_files, allow_partial=args.allow_partial)
+    except (FileNotFoundError, BadIndex):
+        raise  # no such part index, or one that is not an index: bad input (exit 2)
     except ValueError as exc:  # parts that conflict: exit 1, like a failed verify
         log.error("%s", exc)
         return 1
@@ -115,7 +134,7 @@ SUBCOMMANDS = [
                                  "output dir")),
         ("--out", dict(OUT_DIR, help="directory for split-<f>.txt and split.json"))]),
     ("sample", "contact sheet PNG of N random crops", _sample, [
-        ("n", dict(type=int, help="number of crops")), ("shards", SPEC),
+        ("n", dict(type=int, help=f"number of crops (1 to {c.MAX_SHEET})")), ("shards", SPEC),
         ("--out", dict(OUT_DIR, help="PNG to write")), ("--seed", dict(type=int, help="sampling seed (default 0)")),
         ("--cell", dict(type=int, help="pixels per crop (default 128)")),
         ("--cols", dict(type=int, help="grid columns (default: square)")),
