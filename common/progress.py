@@ -8,6 +8,7 @@ work is moving and how fast, and stays readable.
 from __future__ import annotations
 
 import os
+import re
 import sys
 from typing import IO, Any, Iterable
 
@@ -17,14 +18,18 @@ LOG_EVERY_S = float(os.environ.get("FACESIFT_PROGRESS_EVERY_S", "30"))
 _PLAIN_FORMAT = "{desc}: {n_fmt}/{total_fmt} {unit} [{elapsed}<{remaining}, {rate_fmt}]"
 
 
+_CURSOR_MOVES = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+
+
 class _Lines:
-    """A file for tqdm that turns its carriage-return redraws into whole lines."""
+    """A file for tqdm that turns its carriage-return redraws into whole lines (and drops the
+    cursor moves nested bars use to share a terminal)."""
 
     def __init__(self, stream: IO[str]):
         self.stream = stream
 
     def write(self, text: str) -> None:
-        text = text.replace("\r", "").strip()
+        text = _CURSOR_MOVES.sub("", text).replace("\r", "").strip()
         if text:
             self.stream.write(text + "\n")
 
