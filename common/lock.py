@@ -53,8 +53,9 @@ def rank_lock_name() -> str:
 def output_lock(out: str | Path, name: str = LOCK_NAME, command: str | None = None) -> Iterator[Path]:
     """Hold `out`'s lock for the block; raises `LockHeld` at once if a live process has it.
 
-    Processes that share a directory on purpose take distinct names: the ranks of one torchrun
-    job lock on rank 0 only, and `curate --part K/N` locks `.facesift.lock.partK`.
+    Processes that share a directory on purpose take distinct names: each rank of one torchrun
+    job locks `.facesift.lock.rankR` (`rank_lock_name`), and `curate --part K/N` locks
+    `.facesift.lock.partK`.
     """
     out = Path(out)
     if out.exists() and not out.is_dir():

@@ -18,12 +18,17 @@ log = logging.getLogger(__name__)
 
 def photos_in_shard(path: Path) -> dict[str, str | None]:
     """{photo_id: sha256} of the faces stored in one shard (from the json members)."""
-    from facesift.shards.reader import iter_samples  # webdataset imports torch: only load it when recovering
+    from facesift.shards.reader import DamagedShard, iter_samples  # only loaded when recovering
 
     out: dict[str, str | None] = {}
-    for sample in iter_samples(str(path), extensions={"json"}):
-        meta = json.loads(sample["json"])
-        out[str(meta["photo_id"])] = meta.get("sha256")
+    try:
+        for sample in iter_samples(str(path), extensions={"json"}):
+            meta = json.loads(sample["json"])
+            out[str(meta["photo_id"])] = meta.get("sha256")
+    except DamagedShard as exc:
+        # what lies past the damage is unreadable for every reader too: those photos stay
+        # pending and are curated again into a new shard
+        log.warning("damaged shard %s: %s; %d photos read before the damage are recovered", path, exc, len(out))
     return out
 
 

@@ -559,3 +559,37 @@ def test_rejection_counts_survive_a_crash_exactly(shared_data, tmp_path, monkeyp
     assert _row(ledger, "a1.jpg")["status"] == "done"
     with Catalog(ledger) as cat:
         assert cat.rejected_totals() == {"max_faces": 12}
+
+
+def test_a_damaged_shard_met_in_recovery_is_a_warning_not_a_crash(tmp_path, monkeypatch, caplog):
+    src = tmp_path / "src"
+    src.mkdir()
+    rng = np.random.default_rng(2)
+    for i in range(10):
+        Image.fromarray(rng.integers(0, 255, (40, 40, 3), dtype=np.uint8)).save(src / f"{i:02d}.png")
+    out = tmp_path / "out"
+
+    def cfg():
+        c = _cfg(out, from_dir=str(src))
+        c.detect.backend = "none"
+        c.shards.maxcount = 5
+        return c
+
+    original = Catalog.set_status_many
+
+    def crash_on_done(self, updates):
+        if any(u[1] == "done" for u in updates):
+            raise OSError("simulated crash")
+        return original(self, updates)
+
+    monkeypatch.setattr(Catalog, "set_status_many", crash_on_done)
+    with pytest.raises(RuntimeError, match="writer thread failed"):
+        run_curate(cfg(), progress=False)
+    monkeypatch.setattr(Catalog, "set_status_many", original)
+    (shard,) = out.glob("faces-*.tar")          # complete, its photos still pending ...
+    data = shard.read_bytes()
+    shard.write_bytes(data[: len(data) // 2])   # ... and then damaged on disk
+    counts = run_curate(cfg(), progress=False)
+    assert "damaged shard" in caplog.text
+    assert counts.recovered < 5
+    assert set(_statuses(out / "sources.sqlite").values()) == {"done"}
