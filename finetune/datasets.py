@@ -81,7 +81,7 @@ def check_points(points: np.ndarray, image: Path, where: str) -> None:
             w, h = im.size
     except FileNotFoundError:
         raise ValueError(f"{where}: image {image} does not exist") from None
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError, Image.DecompressionBombError) as exc:
         raise ValueError(f"{where}: cannot read image {image}: {exc}") from None
     lo = -OUTSIDE_TOLERANCE * np.array([w, h])
     hi = (1 + OUTSIDE_TOLERANCE) * np.array([w, h])

@@ -100,7 +100,7 @@ def build(root: Path) -> Corpus:
     loop_b.symlink_to(loop_a.name)
     c.bad["loop_a.jpg"] = c.bad["loop_b.jpg"] = "symlink loop"
     locked = root / "locked.jpg"
-    face.save(locked, quality=90)
+    face.rotate(9).save(locked, "JPEG", quality=90)
     locked.chmod(0)
     if os.access(locked, os.R_OK):      # root reads anything: then it is a good input
         c.good.append("locked.jpg")
