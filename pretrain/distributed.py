@@ -11,6 +11,11 @@ import torch.distributed as dist
 from facesift.common.runtime import env_rank, process_group_world
 
 
+class DeviceUnavailable(ValueError, RuntimeError):
+    """`device: cuda` on a machine without CUDA: the user's to fix (a ValueError: exit 2), and a
+    RuntimeError for callers that caught that before."""
+
+
 @dataclass
 class DistInfo:
     rank: int
@@ -28,7 +33,7 @@ def init_distributed(device: str = "auto") -> DistInfo:
     rank, world, local = env_rank()
     use_cuda = torch.cuda.is_available() if device == "auto" else device.startswith("cuda")
     if use_cuda and not torch.cuda.is_available():
-        raise RuntimeError("device=cuda requested but CUDA is not available")
+        raise DeviceUnavailable(f"device={device} requested but CUDA is not available here: use device=cpu or auto")
     dev = torch.device("cuda", local) if use_cuda else torch.device("cpu")
     if use_cuda:
         torch.cuda.set_device(dev)

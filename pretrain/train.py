@@ -10,13 +10,22 @@ needs is in `last.pt` (checkpoint.py: model, optimiser, AMP scaler, step — the
 pure function of it —, each rank's queue, stream position and RNG states, and the config),
 written atomically every `checkpoint_every` steps and at every epoch's end; metrics.csv,
 TensorBoard and the progress bar are trainlog.py's.
+
+Before any work: the config is checked (config.py), one run per output directory is enforced
+(rank 0 holds `OUT/.facesift.lock`; a second run on the same --out exits 2 naming the holder),
+and the shards, the key list and a resumed checkpoint are read and checked; only then is
+anything written in --out. Bad input is one line and exit 2, never a traceback; a damaged shard
+met while streaming is named, counted (`damaged_shards`) and makes the run exit 1 at the end.
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import functools
+import json
 import logging
 import math
+import os
 import random
 import signal
 import sys
@@ -29,8 +38,8 @@ import torch
 from torch import nn
 
 from facesift.pretrain import distributed as D
-from facesift.pretrain.checkpoint import (RunState, fresh_stream, refuse_overwrite, resume_checkpoint,
-                                          save_checkpoint)
+from facesift.pretrain.checkpoint import (RunState, fresh_stream, note_damage, refuse_overwrite,
+                                          resume_checkpoint, save_checkpoint)
 from facesift.pretrain.config import PretrainConfig, add_args
 from facesift.pretrain.data import count_samples, make_loader, read_keys
 from facesift.pretrain.multicrop import augment_batch, crop_plan, cut_crops
@@ -38,13 +47,25 @@ from facesift.pretrain.optim import LARS, lr_at, param_groups, scaled_lr
 from facesift.pretrain.swav import (CollapseWatch, SwAVModel, SwAVStats, drop_prototype_grads, make_queue,
                                     normalize_prototypes, swav_loss)
 from facesift.pretrain.trainlog import TrainLog
+from facesift.shards.damaged import DAMAGED_EXIT
 from facesift.shards.index import shard_urls
 from facesift.common.atomic import remove_stale_temps
 from facesift.common.config import resolve, save_config
+from facesift.common.lock import LOCK_NAME, LockHeld, output_lock
 from facesift.common.runtime import env_rank
 from facesift.common.stopping import GracefulStop, stop_code
 
 log = logging.getLogger("facesift.pretrain")
+# set by `facesift pretrain --nproc G` for its torchrun workers: the launcher holds OUT's lock
+# (value: the resolved --out) and wants rank 0's summary in this file instead of exit status 1
+LAUNCHER_LOCK_ENV = "FACESIFT_PRETRAIN_LOCKED_OUT"
+RESULT_ENV = "FACESIFT_PRETRAIN_RESULT"
+# what the commands treat as the user's to fix: one line, exit 2
+USER_ERRORS = (ValueError, FileNotFoundError, FileExistsError, NotADirectoryError, PermissionError, LockHeld)
+
+
+class OtherRankFailed(ValueError):
+    """This rank stops because rank 0 could not start (its own message says why)."""
 
 
 def bf16_native(device: torch.device) -> bool:
@@ -96,13 +117,17 @@ def make_schedule(cfg: PretrainConfig, n_samples: int, world_size: int) -> Sched
                     *(scaled_lr(lr, global_batch, o.reference_batch) for lr in (o.base_lr, o.final_lr, o.start_warmup)))
 
 
-def _set_up(cfg: PretrainConfig, di: D.DistInfo) -> None:
-    """The output folder (rank 0: stale temporaries gone, config saved), seeds and CUDA flags."""
+def _prepare_out(cfg: PretrainConfig, di: D.DistInfo) -> None:
+    """The output folder once the run is known to start (rank 0: stale temporaries gone, config saved)."""
     if di.main:
         out = Path(cfg.out)
         out.mkdir(parents=True, exist_ok=True)
         remove_stale_temps(out)
         save_config(cfg, out / "pretrain.yaml")
+
+
+def _seed(cfg: PretrainConfig, di: D.DistInfo) -> None:
+    """Seeds (before the model is built: its initial weights come from them) and CUDA flags."""
     torch.manual_seed(cfg.seed)
     random.seed(cfg.seed)
     np.random.seed(cfg.seed)
@@ -135,30 +160,70 @@ def _build(cfg: PretrainConfig, di: D.DistInfo, lr: float
 def train(cfg: PretrainConfig, resume: bool = False, restart: bool = False) -> dict:
     """Pretrain; returns the run's summary counts (also printed by the CLI).
 
-    An existing OUT/last.pt is never overwritten by accident: without `resume` (continue it)
-    or `restart` (start over) that is an error, before any process group or data is touched."""
-    refuse_overwrite(cfg.out, resume, restart)
+    The config is checked first (ValueError naming the field). One run per output directory:
+    a second one raises `LockHeld` at once. An existing OUT/last.pt is never overwritten by
+    accident: without `resume` (continue it) or `restart` (start over) that is an error, before
+    any data is touched."""
+    cfg.check()
     dist_info = D.init_distributed(cfg.device)
     try:
-        with GracefulStop() as stopper:
+        with run_lock(cfg.out, dist_info), GracefulStop() as stopper:
+            refuse_overwrite(cfg.out, resume, restart)
             return _train(cfg, resume, dist_info, stopper)
     finally:
         D.cleanup()
+
+
+def check_out(out: str | Path) -> Path:
+    """--out must be a directory or not exist yet: a file there is the user's to fix."""
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise NotADirectoryError(f"--out {out} exists and is not a directory: choose another output directory")
+    return out
+
+
+@contextlib.contextmanager
+def run_lock(out: str | Path, di: D.DistInfo) -> Iterator[None]:
+    """Hold OUT's lock for the run: rank 0 takes `.facesift.lock` (the ranks of one job share
+    --out; any other run on it, one process or a whole torchrun job, finds rank 0's lock). Every
+    rank learns whether it got it (one all-reduce), so a refused job stops on all ranks at once
+    instead of hanging in its first collective. Under `facesift pretrain --nproc` the launcher
+    already holds it. The kernel drops the lock however the process ends (stop signals too)."""
+    out = check_out(out)
+    if di.world_size > 1 and os.environ.get(LAUNCHER_LOCK_ENV) == str(out.resolve()):
+        yield
+        return
+    with contextlib.ExitStack() as stack:
+        refused: Exception | None = None
+        if di.main:
+            try:
+                stack.enter_context(output_lock(out, LOCK_NAME))
+            except USER_ERRORS as exc:
+                refused = exc
+        if D.max_over_ranks(int(refused is not None), di.device):
+            if refused is not None:
+                raise refused
+            raise OtherRankFailed(f"rank 0 could not lock {out}")
+        yield
 
 
 def _train(cfg: PretrainConfig, resume: bool, di: D.DistInfo, stopper: GracefulStop) -> dict:
     if not cfg.shards:
         raise ValueError("no shards given: --shards DIR (or set shards: in the config)")
     out, device = Path(cfg.out), di.device
-    _set_up(cfg, di)
     urls = shard_urls(cfg.shards)
     keys = read_keys(cfg.data.keys) if cfg.data.keys else None
-    sched = make_schedule(cfg, cfg.data.epoch_size or count_samples(cfg.shards, keys), di.world_size)
+    counted_damage: dict[str, str] = {}
+    sched = make_schedule(cfg, cfg.data.epoch_size or count_samples(cfg.shards, keys, counted_damage),
+                          di.world_size)
     plan = crop_plan(cfg.crops)
     amp = cfg.amp and bf16_native(device)
+    _seed(cfg, di)
     core, optimizer, scaler = _build(cfg, di, sched.base_lr)
-    state = (resume_checkpoint(out, core, optimizer, scaler, sched.steps_per_epoch, di, cfg.data.workers)
+    state = (resume_checkpoint(out, core, optimizer, scaler, sched.steps_per_epoch, di, cfg.data.workers, cfg)
              if resume else RunState(fresh_stream(cfg.data.workers)))
+    note_damage(state.damaged, counted_damage, di.main)
+    _prepare_out(cfg, di)  # only now: a run refused above leaves --out as it was
     checkpoint = functools.partial(save_checkpoint, out, state, core, optimizer, scaler, cfg,
                                    sched.steps_per_epoch, di)
     if cfg.compile:
@@ -191,6 +256,8 @@ def _train(cfg: PretrainConfig, resume: bool, di: D.DistInfo, stopper: GracefulS
             state.step += 1
             state.stream.update(batch)
             bad_total += batch["bad"]
+            if batch["damaged"]:
+                note_damage(state.damaged, batch["damaged"], di.main)
             last_loss = stats.loss
             message = watch.update(state.step, stats)
             if message and di.main:
@@ -221,7 +288,8 @@ def _train(cfg: PretrainConfig, resume: bool, di: D.DistInfo, stopper: GracefulS
     return {"steps": state.step, "new_steps": state.step - start_step, "epochs": state.epoch,
             "images": (state.step - start_step) * sched.global_batch, "loss": round(last_loss, 4),
             "ln_k": round(math.log(cfg.model.nmb_prototypes), 4), "bad_samples": bad_total,
-            "collapse_warnings": len(watch.warnings), "stopped": stopped, "out": str(out)}
+            "damaged_shards": len(state.damaged), "collapse_warnings": len(watch.warnings),
+            "stopped": stopped, "out": str(out)}
 
 
 def _sgd_step(cfg: PretrainConfig, model: nn.Module, core: SwAVModel, optimizer: torch.optim.Optimizer,
@@ -271,17 +339,41 @@ def config_from_args(args: argparse.Namespace) -> PretrainConfig:
                    shards=args.shards, out=args.out)
 
 
+def one_line(exc: BaseException) -> str:
+    """An error as one line. A DataLoader worker's error reaches the trainer with the worker's
+    traceback in its text ("Caught DataError in DataLoader worker process 0 ..."): its last line
+    is the message."""
+    text = str(exc).strip()
+    if "Traceback (most recent call last)" in text:
+        last = text.splitlines()[-1]
+        text = last.split(": ", 1)[1] if ": " in last and "." in last.split(": ", 1)[0] else last
+    return " ".join(text.split())
+
+
+def config_from_args_checked(args: argparse.Namespace) -> PretrainConfig:
+    """The resolved config, checked (ValueError naming the field)."""
+    return config_from_args(args).check()
+
+
 def run_from_args(args: argparse.Namespace) -> int:
-    """Train as the command line asks; the exit status (`facesift pretrain` and this module's main)."""
+    """Train as the command line asks; the exit status (`facesift pretrain` and this module's main):
+    0 done, 1 done but some shards were damaged, 2 the user's to fix (nothing done), 128 +
+    signal when stopped with a checkpoint."""
     from facesift.common.logsetup import summary
     try:
-        result = train(config_from_args(args), resume=args.resume, restart=args.restart)
-    except (ValueError, FileNotFoundError, FileExistsError) as exc:  # the user's to fix: no traceback
-        log.error("%s", exc)
+        result = train(config_from_args_checked(args), resume=args.resume, restart=args.restart)
+    except USER_ERRORS as exc:  # the user's to fix: one line, no traceback
+        if not isinstance(exc, OtherRankFailed):  # rank 0 says why
+            log.error("%s", one_line(exc))
         return 2
     if env_rank().rank == 0:
         summary("pretrain", **result)
-    return stop_code(result["stopped"])
+        if os.environ.get(RESULT_ENV):  # the --nproc launcher decides the exit status
+            Path(os.environ[RESULT_ENV]).write_text(json.dumps(result))
+            return stop_code(result["stopped"])
+    if result["stopped"]:
+        return stop_code(result["stopped"])
+    return DAMAGED_EXIT if result["damaged_shards"] and env_rank().rank == 0 else 0
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -11,7 +11,9 @@ from facesift.pretrain.swav import SwAVStats
 from facesift.pretrain.trainlog import CSV_FIELDS, TrainLog, trim_csv
 
 
-def test_nproc_relaunches_the_same_options_under_torchrun(monkeypatch):
+def test_nproc_relaunches_the_same_options_under_torchrun(monkeypatch, tmp_path):
+    (tmp_path / "c.yaml").write_text("pretrain:\n  data:\n    batch_size: 8\n")
+    monkeypatch.chdir(tmp_path)
     args = build_parser().parse_args(["pretrain", "--shards", "s/", "--out", "o/", "--config", "c.yaml",
                                       "--set", "max_steps=3", "--set", "data.workers=1", "--resume",
                                       "--nproc", "2"])
@@ -21,9 +23,18 @@ def test_nproc_relaunches_the_same_options_under_torchrun(monkeypatch):
     assert vars(again) == {k: getattr(args, k) for k in vars(again)}
 
     calls = []
-    monkeypatch.setattr(launch, "launch", lambda a, n: calls.append(n) or 0)
+
+    def fake_launch(a, n, env):
+        # the launcher holds o/'s lock for the job and tells the workers so
+        assert env["FACESIFT_PRETRAIN_LOCKED_OUT"] == str((tmp_path / "o").resolve())
+        assert (tmp_path / "o" / ".facesift.lock").read_text()
+        calls.append(n)
+        return 0
+
+    monkeypatch.setattr(launch, "launch", fake_launch)
     monkeypatch.delenv("WORLD_SIZE", raising=False)
     assert launch.run(args, 2) == 0 and calls == [2]
+    assert (tmp_path / "o" / ".facesift.lock").read_text() == ""  # released
     monkeypatch.setenv("WORLD_SIZE", "2")  # a torchrun worker trains itself: no launch of its own
     monkeypatch.setattr("facesift.pretrain.train.run_from_args", lambda a: 7)
     assert launch.run(args, 2) == 7 and calls == [2]
