@@ -20,3 +20,19 @@ def test_secret_scrubbed_from_messages_and_tracebacks(capsys):
     assert "s3cr3t-key-value" not in out.err + out.out
     assert "api_key=***" in out.err
     assert "stage: key=***, ok=3" in out.out
+
+
+def test_the_handler_follows_sys_stderr_when_it_is_swapped(monkeypatch):
+    import io
+    import logging
+    import sys
+
+    from facesift.common.logsetup import setup_logging
+    first = io.StringIO()
+    monkeypatch.setattr(sys, "stderr", first)
+    setup_logging()
+    first.close()                      # what a finished capture does to its stream
+    second = io.StringIO()
+    monkeypatch.setattr(sys, "stderr", second)
+    logging.getLogger("facesift.test").warning("still heard")
+    assert "still heard" in second.getvalue()
