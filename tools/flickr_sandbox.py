@@ -80,7 +80,7 @@ class FlickrSandbox:
         self._source_bytes: dict[Path, bytes] = {}
         self._image_cache: collections.OrderedDict = collections.OrderedDict()
         self._stopping = threading.Event()
-        self._server = ThreadingHTTPServer((self.config.host, self.config.port), _Handler)
+        self._server = _Server((self.config.host, self.config.port), _Handler)
         self._server.daemon_threads = True
         self._server.block_on_close = False
         self._server.sandbox = self  # type: ignore[attr-defined]
@@ -332,6 +332,19 @@ class FlickrSandbox:
                 return False
             self._flaky_seen.add(n)
             return True
+
+
+class _Server(ThreadingHTTPServer):
+    """A client that hangs up mid-answer (a killed crawler, a timeout) is normal traffic for a
+    server: one debug line, not socketserver's traceback on stderr."""
+
+    def handle_error(self, request, client_address) -> None:
+        import sys
+        exc = sys.exc_info()[1]
+        if isinstance(exc, (ConnectionError, TimeoutError)):
+            log.debug("client %s hung up: %s", client_address, exc)
+            return
+        super().handle_error(request, client_address)
 
 
 def _fail(key: str) -> dict:
