@@ -241,7 +241,16 @@ def _allocate(out: Path, job: dict, cfg: EmbedConfig) -> None:
     n, dim = job["rows"], job["dim"]
     np.lib.format.open_memmap(out / PART_EMB, mode="w+", dtype=np.float16, shape=(n, dim)).flush()
     np.lib.format.open_memmap(out / PART_HASH, mode="w+", dtype=np.uint8, shape=(n, 2 * HASH_BYTES)).flush()
-    atomic_write_json(out / "info.json", {**job, "complete": False, "config": asdict(cfg)})
+    atomic_write_json(out / "info.json", {**job, "complete": False, "config": _saved_config(cfg)})
+
+
+def _saved_config(cfg: EmbedConfig) -> dict:
+    """The config as info.json keeps it: enough to rebuild the embedder later (the redundancy
+    stage's calibration embeds copies exactly as the rows were), so the backbone path is absolute."""
+    saved = asdict(cfg)
+    if cfg.backbone:
+        saved["backbone"] = str(Path(cfg.backbone).resolve())
+    return saved
 
 
 def _remove_state(out: Path) -> None:
@@ -417,7 +426,7 @@ def _finalise(out: Path, job: dict, cfg: EmbedConfig, world: int) -> None:
         os.replace(out / ".hashes.npy.partial", out / "hashes.npy")
     os.replace(out / ".embeddings.npy.partial", out / "embeddings.npy")
     errors = sum("error" in r for r in rows)
-    atomic_write_json(out / "info.json", {**job, "complete": True, "errors": errors, "config": asdict(cfg),
+    atomic_write_json(out / "info.json", {**job, "complete": True, "errors": errors, "config": _saved_config(cfg),
                                           "hash_layout": "hashes.npy[:, 0:8] pHash, [:, 8:16] dHash (packed bits)"})
     for p in list(out.glob(".rows-*.partial")) + list(out.glob(".progress-*.json")):
         p.unlink()

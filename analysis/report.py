@@ -15,9 +15,9 @@ import json
 import numpy as np
 from PIL import Image
 
-from facesift.common.images import SHARD_IMAGE_EXTS
 
-SECTIONS = ("summary", "threshold-sweep", "nn-similarity", "clusters", "breakdowns", "duplicate-groups", "outliers")
+SECTIONS = ("summary", "calibration", "threshold-sweep", "nn-similarity", "clusters", "breakdowns",
+            "duplicate-groups", "outliers")
 
 _CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:24px;color:#222;max-width:1200px}
@@ -94,6 +94,76 @@ def plot_nn_hist(nn_sims: np.ndarray, threshold: float) -> str:
     return _png(fig)
 
 
+def plot_calibration(hist: dict, threshold: float | None, xlabel: str, title: str,
+                     labels: tuple[str, str] = ("known copies vs their original", "nearest other image")) -> str:
+    """Both calibration distributions on shared bins, each as a share of its own count."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    edges = np.asarray(hist.get("edges", []), dtype=np.float64)
+    fig, ax = plt.subplots(figsize=(7, 3.2))
+    if len(edges) >= 2:
+        for counts, label, colour in ((hist["copy"], labels[0], "tab:green"), (hist["nearest"], labels[1], "tab:blue")):
+            c = np.asarray(counts, dtype=np.float64)
+            ax.stairs(c / max(c.sum(), 1), edges, fill=True, alpha=0.45, color=colour, label=f"{label} ({int(c.sum())})")
+    if threshold is not None:
+        ax.axvline(threshold, color="red", ls="--", lw=1, label=f"threshold {threshold:g}")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel("share")
+    ax.legend(fontsize=8)
+    ax.set_title(title)
+    return _png(fig)
+
+
+def _calibration_section(summary: dict) -> str:
+    """Histograms and the chosen thresholds with their expected precision / recall."""
+    cal = summary.get("calibration") or {}
+    ver = summary.get("verification") or {}
+    parts = ["<section id='calibration'><h2>Calibration</h2>"]
+    if cal.get("skipped"):
+        parts.append(f"<p class='muted'>no calibration: {html.escape(str(cal['skipped']))}</p>")
+    else:
+        parts.append(f"<p>{cal.get('copies', 0)} known copies of {cal.get('sample', 0)} sampled images "
+                     f"({html.escape(', '.join(cal.get('families', [])))}), embedded like the dataset. First stage: "
+                     f"{html.escape(str(cal.get('first_stage')))}; "
+                     f"{'then every candidate pair is verified at' if cal.get('verified') else 'final, at'} an "
+                     f"estimated precision of {cal.get('target_precision')}. Estimated precision = estimated "
+                     "duplicate pairs × share of copies above ÷ pairs above (verification: 1 − estimated false "
+                     "pairs ÷ candidate pairs above).</p>")
+    rows = []
+    stages = [("embedding (cosine)", cal.get("emb"), "used", "cosine similarity"),
+              ("hash (Hamming)", cal.get("hamming"), "used", "Hamming distance"),
+              ("verification (aligned thumbnails)", ver if ver.get("enabled") else None, "threshold",
+               "verification score")]
+    plots = []
+    for name, st, key, xlabel in stages:
+        if not st:
+            continue
+        base = (st.get("estimated_duplicate_pairs") if "estimated_duplicate_pairs" in st
+                else f"{st.get('estimated_false_pairs', float('nan')):.1f} false" if "estimated_false_pairs" in st
+                else "")
+        rows.append([name, st.get(key), st.get("source", "?"), base,
+                     st.get("expected_precision", float("nan")), st.get("expected_recall", float("nan")),
+                     ", ".join(f"{k} {v:.2f}" for k, v in (st.get("per_family_recall") or {}).items())])
+        if st.get("histogram"):
+            labels = (("known copies vs their original", "candidate pairs") if key == "threshold"
+                      else ("known copies vs their original", "nearest other image"))
+            plots.append(_img(plot_calibration(st["histogram"], st.get(key), xlabel, f"Calibration: {name}", labels),
+                              f"calibration histogram: {name}"))
+    if rows:
+        parts.append(_table(["stage", "threshold", "source", "estimated duplicate pairs (base rate)",
+                             "expected precision", "expected recall", "copies found, by family"], rows))
+    if ver.get("enabled"):
+        parts.append(f"<p>Verification kept {ver.get('kept', 0)} of {ver.get('candidates', 0)} candidate pairs"
+                     + (f"; expected recall of both stages together {ver['expected_recall_overall']:.3f}"
+                        if "expected_recall_overall" in ver else "") + ".</p>")
+    else:
+        parts.append(f"<p class='muted'>pairs not verified ({html.escape(str(ver.get('reason', 'off')))})</p>")
+    parts.extend(plots)
+    parts.append("</section>")
+    return "".join(parts)
+
+
 def plot_clusters(sizes: list[int], effective: float) -> str:
     import matplotlib
     matplotlib.use("Agg")
@@ -109,30 +179,19 @@ def plot_clusters(sizes: list[int], effective: float) -> str:
 
 def thumbnails(info: dict, rows: list[int], size: int) -> dict[int, str]:
     """row -> data URI of a JPEG thumbnail, reading only the shards that hold those rows."""
-    from facesift.shards.rows import iter_rows
-    urls, counts = info["shards"], info["counts"]
-    offsets = np.concatenate([[0], np.cumsum(counts)])
-    wanted = sorted(set(rows))
+    from facesift.analysis.rowimages import decode_rgb, read_rows
+
+    def small(data: bytes) -> Image.Image:
+        im = decode_rgb(data)
+        im.thumbnail((size, size))
+        return im
     out: dict[int, str] = {}
-    by_shard: dict[int, list[int]] = {}
-    for r in wanted:
-        by_shard.setdefault(int(np.searchsorted(offsets, r, side="right") - 1), []).append(r)
-    for s, rs in by_shard.items():
-        need = set(rs)
-        start = int(offsets[s])
-        for pos, sample in enumerate(iter_rows(urls, counts, start, max(rs) + 1, SHARD_IMAGE_EXTS)):
-            row = start + pos
-            if row not in need:
-                continue
-            data = next((sample[e] for e in SHARD_IMAGE_EXTS if e in sample), None)
-            try:
-                im = Image.open(io.BytesIO(data)).convert("RGB")
-                im.thumbnail((size, size))
-            except Exception:
-                im = Image.new("RGB", (size, size), (200, 60, 60))
-            buf = io.BytesIO()
-            im.save(buf, "JPEG", quality=80)
-            out[row] = "data:image/jpeg;base64," + base64.b64encode(buf.getvalue()).decode()
+    for row, im in read_rows(info, rows, decode=small).items():
+        if im is None:
+            im = Image.new("RGB", (size, size), (200, 60, 60))
+        buf = io.BytesIO()
+        im.save(buf, "JPEG", quality=80)
+        out[row] = "data:image/jpeg;base64," + base64.b64encode(buf.getvalue()).decode()
     return out
 
 
@@ -161,13 +220,16 @@ def render(summary: dict, sweep: list[dict], nn_sims: np.ndarray, cluster_sizes:
              f"<style>{_CSS}</style></head><body>",
              "<h1>Redundancy report</h1>",
              f"<p class='muted'>embeddings: {html.escape(summary['embedder'])} · duplicates by "
-             f"{html.escape(summary['by'])} at cosine ≥ {t}"
+             f"{html.escape(summary['by'])} at cosine ≥ {t} ({html.escape(str(summary.get('threshold_source')))})"
              + (f" / Hamming ≤ {summary['hamming']}" if "hash" in summary["by"] else "")
+             + (f" · verified at score ≥ {summary['verification'].get('threshold')}"
+                if (summary.get("verification") or {}).get("enabled") else " · not verified")
              + f" · grouping {html.escape(summary['grouping'])}, keep {html.escape(summary['keep'])}"
              + f" · index {html.escape(str(summary['search'].get('index')))}</p>",
              "<section id='summary'><h2>Summary</h2><div class='cards'>"
              + "".join(f"<div class='card'>{html.escape(k)}<b>{html.escape(str(v))}</b></div>" for k, v in cards)
              + "</div></section>",
+             _calibration_section(summary),
              "<section id='threshold-sweep'><h2>Threshold sweep</h2>"
              + _img(plot_sweep(sweep, t), "threshold sweep")
              + _table(["threshold", "pairs", "groups", "duplicates", "unique fraction", "from", "saturated rows"],

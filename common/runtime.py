@@ -41,3 +41,32 @@ def process_group_world() -> int:
     import torch.distributed as dist
 
     return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+
+
+_PART_ENV = (("RANK", "WORLD_SIZE"), ("SLURM_PROCID", "SLURM_NTASKS"),
+             ("SLURM_ARRAY_TASK_ID", "SLURM_ARRAY_TASK_COUNT"))
+
+
+def parse_part(text: str) -> tuple[int, int] | None:
+    """"K/N" → (K, N) with 0 ≤ K < N; "" → None (the whole work list).
+
+    "auto" reads the launcher's environment: torchrun (RANK/WORLD_SIZE), SLURM tasks
+    (SLURM_PROCID/SLURM_NTASKS) or a SLURM array (SLURM_ARRAY_TASK_ID/SLURM_ARRAY_TASK_COUNT,
+    0-based ids); with none of them set it is the whole work list.
+    """
+    if not text:
+        return None
+    if str(text) == "auto":
+        for k_name, n_name in _PART_ENV:
+            if os.environ.get(k_name) and os.environ.get(n_name):
+                text = f"{os.environ[k_name]}/{os.environ[n_name]}"
+                break
+        else:
+            return None
+    try:
+        k, n = (int(x) for x in str(text).split("/"))
+    except ValueError:
+        raise ValueError(f"--part expects K/N (e.g. 0/4), got {text!r}") from None
+    if n < 1 or not 0 <= k < n:
+        raise ValueError(f"--part {text}: need 0 <= K < N")
+    return k, n

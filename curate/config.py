@@ -11,11 +11,11 @@ command with exit 2 before anything is listed, downloaded or marked failed. Word
 from __future__ import annotations
 
 import dataclasses
-import os
 import re
 from dataclasses import dataclass, field
 
 from facesift.common.config import bounded, check_range
+from facesift.common.runtime import parse_part
 
 
 @dataclass
@@ -125,32 +125,3 @@ def check_config(cfg: CurateConfig) -> None:
     if not _DEVICE.match(str(cfg.detect.device)):
         raise ValueError(f"detect.device {cfg.detect.device!r}: use auto, cpu, cuda, cuda:N or mps")
     parse_part(cfg.part)
-
-
-_PART_ENV = (("RANK", "WORLD_SIZE"), ("SLURM_PROCID", "SLURM_NTASKS"),
-             ("SLURM_ARRAY_TASK_ID", "SLURM_ARRAY_TASK_COUNT"))
-
-
-def parse_part(text: str) -> tuple[int, int] | None:
-    """"K/N" → (K, N) with 0 ≤ K < N; "" → None (the whole work list).
-
-    "auto" reads the launcher's environment: torchrun (RANK/WORLD_SIZE), SLURM tasks
-    (SLURM_PROCID/SLURM_NTASKS) or a SLURM array (SLURM_ARRAY_TASK_ID/SLURM_ARRAY_TASK_COUNT,
-    0-based ids); with none of them set it is the whole work list.
-    """
-    if not text:
-        return None
-    if str(text) == "auto":
-        for k_name, n_name in _PART_ENV:
-            if os.environ.get(k_name) and os.environ.get(n_name):
-                text = f"{os.environ[k_name]}/{os.environ[n_name]}"
-                break
-        else:
-            return None
-    try:
-        k, n = (int(x) for x in str(text).split("/"))
-    except ValueError:
-        raise ValueError(f"--part expects K/N (e.g. 0/4), got {text!r}") from None
-    if n < 1 or not 0 <= k < n:
-        raise ValueError(f"--part {text}: need 0 <= K < N")
-    return k, n

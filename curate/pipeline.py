@@ -41,7 +41,8 @@ from facesift.common.config import save_config
 from facesift.common.lock import LOCK_NAME, output_lock
 from facesift.common.progress import progress as progress_bar
 from facesift.common.stopping import StopRequested, requested
-from facesift.curate.config import CurateConfig, check_config, parse_part
+from facesift.common.runtime import parse_part
+from facesift.curate.config import CurateConfig, check_config
 from facesift.curate.counts import RunCounts
 from facesift.curate.download import Fetched, download
 from facesift.curate.reasons import DUPLICATE

@@ -6,7 +6,7 @@ import pytest
 
 from facesift.analysis.config import SearchConfig
 from facesift.analysis.hashes import hamming_matrix_reference
-from facesift.analysis.neardup import brute_force_pairs, hamming_pairs, near_duplicate_pairs
+from facesift.analysis.neardup import brute_force_pairs, hamming_pairs, ivf_lists, near_duplicate_pairs
 
 
 def planted(n: int, d: int, seed: int) -> np.ndarray:
@@ -49,8 +49,31 @@ def test_approximate_index_reports_recall():
     assert info["index"] == "ivf"
     assert 0.0 < info["recall"]["recall@16"] <= 1.0
     found = len(as_set(i, j) & as_set(bi, bj)) / len(bi)
-    assert found > 0.9                       # IVF with nprobe 32 of ~300 lists
+    assert found > 0.9
     assert as_set(i, j) <= as_set(bi, bj)    # approximate search never invents pairs
+
+
+def test_ivf_tunes_nprobe_to_the_target_recall_and_rescores_exactly():
+    x = planted(20_000, 64, seed=5)
+    i, j, s, info = near_duplicate_pairs(x, 0.9, SearchConfig(k=16, index="ivf", recall_sample=500))
+    assert info["storage"] == "fp16" and info["nlist"] == ivf_lists(20_000)
+    pilot = info["pilot_recall"]
+    # the smallest nprobe tried (4, 8, ...) that reaches 0.99 on the close neighbours; unclustered
+    # random vectors need more than the first
+    assert info["nprobe"] == max(pilot) and pilot[info["nprobe"]] >= 0.99
+    assert len(pilot) > 1 and all(r < 0.99 for p, r in pilot.items() if p < info["nprobe"])
+    # float16 codes find the neighbours, the similarities are exact float32 ones
+    assert np.abs(s - np.einsum("ij,ij->i", x[i], x[j])).max() < 1e-5
+    bi, bj, _ = brute_force_pairs(x, 0.9)
+    assert len(as_set(i, j) & as_set(bi, bj)) / len(bi) >= 0.99 and as_set(i, j) <= as_set(bi, bj)
+    # the graph's own recall at the threshold, estimated on the 500 sampled rows (~60 pairs): noisy
+    assert info["recall"]["recall_at_threshold"] >= 0.95 and info["recall"]["pairs_in_sample"] > 20
+    # an explicit nprobe wins (no pilot), and a lower target ends the pilot sooner
+    _, _, _, fixed = near_duplicate_pairs(x, 0.9, SearchConfig(k=16, index="ivf", nprobe=2, recall_sample=500))
+    assert fixed["nprobe"] == 2 and "pilot_recall" not in fixed
+    _, _, _, low = near_duplicate_pairs(x, 0.9, SearchConfig(k=16, index="ivf", target_recall=0.5,
+                                                             recall_sample=500))
+    assert low["nprobe"] < info["nprobe"]
 
 
 def _codes_with_planted(n: int, seed: int) -> np.ndarray:

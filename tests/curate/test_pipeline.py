@@ -354,23 +354,6 @@ def test_cli_whole_images(tmp_path, capsys):
     assert (out / "curate-config.yaml").exists()
 
 
-def test_part_parsing(monkeypatch):
-    from facesift.curate.config import parse_part
-    assert parse_part("") is None and parse_part("1/4") == (1, 4)
-    for bad in ("4/4", "x", "1/0"):
-        with pytest.raises(ValueError):
-            parse_part(bad)
-    for name in ("RANK", "WORLD_SIZE", "SLURM_PROCID", "SLURM_NTASKS", "SLURM_ARRAY_TASK_ID", "SLURM_ARRAY_TASK_COUNT"):
-        monkeypatch.delenv(name, raising=False)
-    assert parse_part("auto") is None
-    monkeypatch.setenv("SLURM_PROCID", "2")
-    monkeypatch.setenv("SLURM_NTASKS", "8")
-    assert parse_part("auto") == (2, 8)
-    monkeypatch.setenv("RANK", "1")
-    monkeypatch.setenv("WORLD_SIZE", "3")
-    assert parse_part("auto") == (1, 3)
-
-
 def test_ctrl_c_keeps_the_finished_photos(tmp_path, monkeypatch):
     import facesift.curate.pipeline as pipeline
     src = tmp_path / "src"

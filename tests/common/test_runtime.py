@@ -1,0 +1,22 @@
+"""`--part K/N` parsing, shared by curate and redundancy (explicit, or from the launcher's environment)."""
+from __future__ import annotations
+
+import pytest
+
+from facesift.common.runtime import parse_part
+
+
+def test_part_parsing(monkeypatch):
+    assert parse_part("") is None and parse_part("1/4") == (1, 4)
+    for bad in ("4/4", "x", "1/0"):
+        with pytest.raises(ValueError):
+            parse_part(bad)
+    for name in ("RANK", "WORLD_SIZE", "SLURM_PROCID", "SLURM_NTASKS", "SLURM_ARRAY_TASK_ID", "SLURM_ARRAY_TASK_COUNT"):
+        monkeypatch.delenv(name, raising=False)
+    assert parse_part("auto") is None
+    monkeypatch.setenv("SLURM_PROCID", "2")
+    monkeypatch.setenv("SLURM_NTASKS", "8")
+    assert parse_part("auto") == (2, 8)
+    monkeypatch.setenv("RANK", "1")
+    monkeypatch.setenv("WORLD_SIZE", "3")
+    assert parse_part("auto") == (1, 3)
