@@ -149,6 +149,12 @@ def state_dict_changes(saved: Mapping[str, Any], model: nn.Module, n: int = 4) -
     return out
 
 
+def plain_state_dict(module: nn.Module) -> dict[str, Any]:
+    """`module.state_dict()` with torch.compile's `_orig_mod.` wrappers taken out of the keys, so
+    that a checkpoint written with `compile: true` resumes (before compiling) and loads anywhere."""
+    return {k.replace("_orig_mod.", ""): v for k, v in module.state_dict().items()}
+
+
 def save_checkpoint(out: Path, state: RunState, model: nn.Module, optimizer: torch.optim.Optimizer,
                     scaler: torch.amp.GradScaler, cfg: Any, steps_per_epoch: int, di: D.DistInfo,
                     final: bool = False) -> None:
@@ -160,13 +166,13 @@ def save_checkpoint(out: Path, state: RunState, model: nn.Module, optimizer: tor
     if di.main:
         for mine in per_rank[1:]:  # what the other ranks' streams found: named once, here
             note_damage(state.damaged, mine["damaged"], True)
-        save_torch({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+        save_torch({"model": plain_state_dict(model), "optimizer": optimizer.state_dict(),
                     "scaler": scaler.state_dict(), "step": state.step, "epoch": state.epoch,
                     "steps_per_epoch": steps_per_epoch, "world_size": di.world_size,
                     "ranks": per_rank, "config": to_dict(cfg), "damaged": dict(state.damaged)}, out / LAST)
         if final:
-            backbone = {k: v.detach().cpu().contiguous() for k, v in model.backbone.state_dict().items()}
-            save_torch({k.replace("_orig_mod.", ""): v for k, v in backbone.items()}, out / BACKBONE)
+            backbone = {k: v.detach().cpu().contiguous() for k, v in plain_state_dict(model.backbone).items()}
+            save_torch(backbone, out / BACKBONE)
     D.barrier()
 
 

@@ -1,6 +1,7 @@
 """backbone.pt and torchvision-format checkpoints load into a plain ResNet trunk."""
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 import torchvision
@@ -50,12 +51,13 @@ class _Mkdir:
 
 
 def _bad_files(tmp_path):
-    import os
     real = tmp_path / "real.pt"
     torch.save(build_resnet("resnet18").state_dict(), real)
     data = real.read_bytes()
     files = {
-        "random": (os.urandom(4096), "not a zip/pickle file"),
+        # seeded: os.urandom bytes began with a pickle's 0x80 in 1 run of 256 (that case is its own)
+        "random": (b"\x17" + np.random.default_rng(0).bytes(4095), "not a zip/pickle file"),
+        "pickle-junk": (b"\x80" + np.random.default_rng(1).bytes(4095), "a pickle, but not one torch.save wrote"),
         "empty": (b"", "empty file"),
         "truncated": (data[: len(data) // 2], "truncated"),
         "text": (b"hello, this is a README\n" * 10, "not a zip/pickle file"),
@@ -74,7 +76,8 @@ def _bad_files(tmp_path):
     return out
 
 
-@pytest.mark.parametrize("kind", ["random", "empty", "truncated", "text", "list", "other-model", "evil"])
+@pytest.mark.parametrize("kind", ["random", "pickle-junk", "empty", "truncated", "text", "list", "other-model",
+                                  "evil"])
 def test_a_file_that_is_no_backbone_is_named_with_its_reason(tmp_path, kind):
     from facesift.pretrain.backbone import NotACheckpoint
     path, reason = _bad_files(tmp_path)[kind]
