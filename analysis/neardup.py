@@ -168,7 +168,7 @@ def tune_nprobe(index, x: np.ndarray, cfg: SearchConfig, seed: int = 0, base: np
     exact = _BruteForce(x if base is None else base)
     es, ei = _search_knn(_Shifted(exact, offset), x, q, cfg.k, cfg.query_block, False)
     floor = float(np.median(es[:, 0])) if len(q) else 1.0
-    nlist = index.nlist
+    nlist = index.nlist if hasattr(index, "nlist") else index.getNumLists()   # CPU index or its GPU copy
     tried = {}
     p = 4
     while True:
@@ -302,7 +302,6 @@ def knn_graph(x: np.ndarray, cfg: SearchConfig, seed: int = 0, progress: bool = 
     info["seconds"] = round(time.perf_counter() - t0, 3)
     log.info("k-NN graph of %d rows in %.1f s (search %.1f s)", n, info["seconds"], info["search_seconds"])
     graph = KnnGraph(sims, ids, info, exact)
-    graph.exact_sample = exact
     if kind != "flat" and recall:
         info["recall"] = measure_recall(x, sims, ids, cfg, seed, threshold, exact)
     return graph, cpu_index
