@@ -30,6 +30,11 @@ class AugmentConfig:
     translate: float = bounded(0.08, 0.0, 1.0)  # max shift, fraction of the output side
     flip: float = bounded(0.5, 0.0, 1.0)        # probability of a horizontal flip
     box_margin: float = bounded(1.3, 0.1)       # crop side / landmark box side when no box is given
+    # photometric, landmark tasks only (0 = off): faces from another source differ in colour,
+    # contrast and sharpness as much as in framing
+    color: float = bounded(0.0, 0.0, 1.0)       # brightness/contrast/saturation jitter ±color, hue ±color/4
+    grayscale: float = bounded(0.0, 0.0, 1.0)   # probability of a grayscale image
+    blur: float = bounded(0.0, 0.0, 1.0)        # probability of a Gaussian blur (σ 0.1–1 px of the output)
 
 
 def to_tensor(image: Image.Image) -> torch.Tensor:
@@ -93,6 +98,26 @@ def flip_points(points: np.ndarray) -> np.ndarray:
     return out
 
 
+def photometric(image: Image.Image, cfg: AugmentConfig, rng: random.Random) -> Image.Image:
+    """Colour jitter, grayscale and blur with `rng` (the worker's seeded `random`), in PIL."""
+    from PIL import ImageEnhance, ImageFilter
+    if cfg.color > 0:
+        ops = [ImageEnhance.Brightness, ImageEnhance.Contrast, ImageEnhance.Color]
+        rng.shuffle(ops)
+        for op in ops:
+            image = op(image).enhance(rng.uniform(1 - cfg.color, 1 + cfg.color))
+        shift = rng.uniform(-cfg.color / 4, cfg.color / 4)
+        if shift:
+            h, s, v = image.convert("HSV").split()
+            h = h.point(lambda x: (x + int(round(shift * 255))) % 256)
+            image = Image.merge("HSV", (h, s, v)).convert("RGB")
+    if cfg.grayscale and rng.random() < cfg.grayscale:
+        image = image.convert("L").convert("RGB")
+    if cfg.blur and rng.random() < cfg.blur:
+        image = image.filter(ImageFilter.GaussianBlur(rng.uniform(0.1, 1.0)))
+    return image
+
+
 def random_params(cfg: AugmentConfig, rng: random.Random) -> dict:
     return {"scale": rng.uniform(*cfg.scale),
             "angle": rng.uniform(-cfg.rotate, cfg.rotate),
@@ -115,6 +140,8 @@ class LandmarkTransform:
             flip = False
         m = affine_matrix(box, self.size, **params)
         out, p = warp(image, pts, m, self.size, flip=flip)
+        if self.train:
+            out = photometric(out, self.cfg, random)
         return to_tensor(out), torch.from_numpy(p)
 
 

@@ -165,8 +165,11 @@ def summarise(results: list[dict], metric: str | None = None, tolerance: float =
                    if row["init"] == init and primary in row["values"]}
             if len(per) >= 2:
                 index[init] = redundancy_index(per, lower, tolerance)
+        base = next((r["baseline"]["mean_shape"].get(primary) for r in rs
+                     if isinstance(r.get("baseline"), dict) and isinstance(r["baseline"].get("mean_shape"), dict)), None)
         blocks.append({"group": dict(zip(("task", "dataset", "adapt", "distill"), gkey)), "metric": primary,
-                       "lower_is_better": lower, "columns": names, "rows": rows, "index": index})
+                       "lower_is_better": lower, "columns": names, "rows": rows, "index": index,
+                       "baseline": base if isinstance(base, (int, float)) else None})
     return blocks
 
 
@@ -182,6 +185,34 @@ def format_index(ix: dict) -> str:
     else:
         text += " (1 seed: no uncertainty)"
     return text
+
+
+def verdict(block: dict) -> list[str]:
+    """What a reader should conclude: each init against the mean-shape baseline, and each
+    pretrained init against scratch per fraction (the paper's comparison)."""
+    metric, lower, base = block["metric"], block["lower_is_better"], block.get("baseline")
+    means = {(r["init"], r["fraction"]): r["metrics"][metric][0] for r in block["rows"] if metric in r["metrics"]}
+    inits = list(dict.fromkeys(i for i, _ in means))
+    lines = []
+    if base is not None:
+        lines.append(f"mean-shape baseline (the training pool's average face for every test face): {metric} {base:.2f}")
+        for init in inits:
+            worse = [f for (i, f), m in means.items() if i == init and (m >= base if lower else m <= base)]
+            if worse:
+                lines.append(f"  {init}: does NOT beat the mean shape at {', '.join(f'{100 * f:g}%' for f in sorted(worse, reverse=True))}"
+                             " - it has not learned to localise there (more steps, a larger image_size, "
+                             "or a pretrained init)")
+            else:
+                lines.append(f"  {init}: beats the mean shape at every fraction")
+    if "scratch" in inits:
+        for init in (i for i in inits if i != "scratch"):
+            ratios = [(f, means[(init, f)] / means[("scratch", f)]) for (i, f) in means
+                      if i == init and ("scratch", f) in means and means[("scratch", f)]]
+            if ratios:
+                better = "< 1: the init helps" if lower else "> 1: the init helps"
+                lines.append(f"{init} / scratch ({better}): " + ", ".join(
+                    f"{r:.2f} at {100 * f:g}%" for f, r in sorted(ratios, reverse=True)))
+    return lines
 
 
 def format_table(blocks: list[dict], max_columns: int = 6) -> str:
@@ -206,6 +237,7 @@ def format_table(blocks: list[dict], max_columns: int = 6) -> str:
         lines.append("  ".join(h.ljust(w) for h, w in zip(header, widths)))
         lines.append("  ".join("-" * w for w in widths))
         lines.extend("  ".join(c.ljust(w) for c, w in zip(r, widths)) for r in body)
+        lines.extend(verdict(b))
         if b["index"]:
             tol = next(iter(b["index"].values()))["tolerance"]
             lines.append(f"redundancy index ({b['metric']} within {100 * tol:g}% of the full-data value):")
@@ -235,6 +267,8 @@ def plot(blocks: list[dict], path: str | Path) -> Path:
             ix = b["index"].get(init)
             if ix:
                 ax.axvline(ix["index"], color=line[0].get_color(), linestyle=":", alpha=0.8)
+        if b.get("baseline") is not None:
+            ax.axhline(b["baseline"], color="grey", linestyle="--", label="mean shape")
         ax.set_xscale("log")
         ax.set_xlabel("fraction of training labels")
         ax.set_ylabel(f"{b['metric']} ({'lower' if b['lower_is_better'] else 'higher'} is better)")

@@ -22,9 +22,15 @@ log = logging.getLogger(__name__)
 
 def unlabelled_pool(cfg: FinetuneConfig, training_pool: list[dict]) -> list[dict]:
     """Images without labels: 'pool' = the whole training pool (its labels dropped), else a
-    folder or a list of images. The test split is never part of 'pool'."""
+    folder or a list of images. The test split is never part of 'pool'.
+
+    A pool record keeps its face `box` (`.pts` datasets): the transforms crop to it, so the
+    teacher and student see the face as framed in the labelled and test data, not the whole
+    photo. Folder and list images have no box and are used whole.
+    """
     if cfg.unlabelled == "pool":
-        return [{"key": r["key"], "path": r["path"], "target": None} for r in training_pool]
+        keep = ("key", "path", "box")
+        return [dict({k: r[k] for k in keep if k in r}, target=None) for r in training_pool]
     return ds.list_images(cfg.unlabelled)
 
 

@@ -92,7 +92,8 @@ def training_records(cfg: FinetuneConfig, data: TaskData, fraction: float, seed:
     return records
 
 
-def run_one(cfg: FinetuneConfig, task, data: TaskData, run: Run, init_id: dict, out: Path, device=None) -> dict:
+def run_one(cfg: FinetuneConfig, task, data: TaskData, run: Run, init_id: dict, out: Path, device=None,
+            baseline: dict | None = None) -> dict:
     """Search (cached), train, optionally self-distil, evaluate on the test split; the result dict."""
     t0 = time.time()
     ident = run_identity(cfg, data, run, init_id)
@@ -124,7 +125,11 @@ def run_one(cfg: FinetuneConfig, task, data: TaskData, run: Run, init_id: dict, 
         "seed": run.seed, "adapt": cfg.adapt, "distill": cfg.distill,
         "primary_metric": task.primary, "lower_is_better": task.lower_is_better,
         "metrics": metrics, "hparams": hp.as_dict(),
+        # landmarks: which normalisation `nme` is under (metrics hold numbers only)
+        **({"nme_norm": task.nme_norm()} if cfg.task == "landmarks" else {}),
         "search": {"trials": trials, "budget": cfg.trials},
+        # landmarks: the mean-shape predictor's metrics on the same test set (baseline.py)
+        **({"baseline": {"mean_shape": baseline}} if baseline else {}),
         "sizes": {"train_pool": len(data.train), "train": len(records), "search_fit": split_sizes["fit"],
                   "search_val": split_sizes["val"], "test": len(data.test),
                   "test_pairs": len(data.pairs) if data.pairs else None, "unlabelled": pool_size},
@@ -158,6 +163,13 @@ def run_grid(cfg: FinetuneConfig, rank: int | None = None, world: int | None = N
         torch.set_num_threads(cfg.train.threads)
     digests: dict = {}
     runs = rank_runs(plan(cfg), rank, world, by_data_point=cfg.trials > 1)
+    baseline = None
+    if cfg.task == "landmarks" and runs:
+        from facesift.finetune.baseline import cached_mean_shape
+        try:
+            baseline = cached_mean_shape(task, data.train, data.test, out)
+        except (OSError, ValueError) as exc:   # a bad image is the runs' error to report, not the baseline's
+            log.warning("mean-shape baseline not computed: %s", exc)
     counts = {"done": 0, "skipped": 0, "failed": 0, "total": len(runs)}
     for run in progress(runs, desc=f"finetune[{rank}]" if world > 1 else "finetune", unit="run"):
         init_id = _init_identity(run.init, cfg.arch, digests)
@@ -166,7 +178,7 @@ def run_grid(cfg: FinetuneConfig, rank: int | None = None, world: int | None = N
             counts["skipped"] += 1
             continue
         try:
-            res = run_one(cfg, task, data, run, init_id, out, device)
+            res = run_one(cfg, task, data, run, init_id, out, device, baseline=baseline)
         except NotACheckpoint:  # a bad --inits file fails every run of it: the command's error (exit 2)
             raise
         except (FloatingPointError, RuntimeError, ValueError, OSError) as exc:

@@ -1,7 +1,8 @@
 """Task metrics, in numpy, written out so each can be checked against a reference.
 
 - NME (%): mean point-to-point error over a face, normalised by the inter-ocular distance
-  (outer eye corners for 68 points, eye centres for 5) or the box diagonal (AFLW style).
+  (outer eye corners for 68 points, eye centres for 5) or the face box diagonal (AFLW style;
+  the landmarks' bounding box where no box is annotated); `nme_norm` picks the headline.
 - accuracy, macro-F1 for classification.
 - ICC(3,1) (two-way mixed, consistency, single rater; Shrout & Fleiss), CCC, RMSE, Pearson
   for regression, per target and averaged.
@@ -12,6 +13,8 @@
 hyper-parameter search use it.
 """
 from __future__ import annotations
+
+import math
 
 import numpy as np
 
@@ -28,31 +31,90 @@ def lower_is_better(metric: str) -> bool:
 
 # ---------------------------------------------------------------- landmarks
 
-def nme(pred: np.ndarray, gt: np.ndarray, norm: str = "inter-ocular") -> np.ndarray:
-    """Per-face NME in % of (B, K, 2) predictions against ground truth."""
+NME_NORMS = ("auto", "inter-ocular", "box-diagonal")
+# Point counts whose literature normalises by the face box diagonal even though an inter-ocular
+# pair exists (AFLW's 19 and 21 points: the paper and the AFLW benchmarks report NME_box), so
+# `auto` follows the convention each dataset is compared under.
+BOX_DIAGONAL_POINTS = (19, 21)
+
+
+def resolve_nme_norm(norm: str, num_points: int) -> str:
+    """The concrete normalisation ('inter-ocular' or 'box-diagonal') `norm` means for K points.
+
+    `auto` is inter-ocular where the point count defines the eyes (datasets.OCULAR) and its
+    benchmarks use it (5, 68, 98 points), else box-diagonal; an explicit 'inter-ocular' for a
+    count without an eye pair is an error here, before any training, not after it.
+    """
+    if norm not in NME_NORMS:
+        raise ValueError(f"nme_norm must be one of {', '.join(NME_NORMS)}, got {norm!r}")
+    if norm == "auto":
+        return ("inter-ocular" if num_points in OCULAR and num_points not in BOX_DIAGONAL_POINTS
+                else "box-diagonal")
+    if norm == "inter-ocular" and num_points not in OCULAR:
+        raise ValueError(f"nme_norm: no inter-ocular definition for {num_points} points; "
+                         "use 'box-diagonal' or 'auto'")
+    return norm
+
+
+def box_diagonal(box) -> float:
+    """Diagonal of a face box: (cx, cy, side) square -> side * sqrt(2); (x0, y0, x1, y1)
+    rectangle -> its corner-to-corner length. The two forms differ in length, so no guessing
+    beyond that: anything else is refused."""
+    b = [float(v) for v in box]
+    if len(b) == 3:
+        return b[2] * math.sqrt(2.0)
+    if len(b) == 4:
+        return math.hypot(b[2] - b[0], b[3] - b[1])
+    raise ValueError(f"a face box is (cx, cy, side) or (x0, y0, x1, y1), got {len(b)} numbers")
+
+
+def nme(pred: np.ndarray, gt: np.ndarray, norm: str = "inter-ocular",
+        diagonals: np.ndarray | None = None) -> np.ndarray:
+    """Per-face NME in % of (B, K, 2) predictions against ground truth.
+
+    norm: 'inter-ocular' (OCULAR pair), 'diagonal' (diagonal of the landmarks' bounding box),
+    or 'box-diagonal' (`diagonals`, one per face in the same pixels as the points, e.g. the
+    annotated face box; a face whose entry is NaN, or all faces when `diagonals` is None, falls
+    back to the landmarks' bounding box, the usual stand-in when no box is annotated).
+    """
     pred, gt = np.asarray(pred, np.float64), np.asarray(gt, np.float64)
     err = np.linalg.norm(pred - gt, axis=-1).mean(-1)
     if norm == "inter-ocular":
         k = gt.shape[1]
         if k not in OCULAR:
-            raise ValueError(f"no inter-ocular definition for {k} points; use norm='diagonal'")
+            raise ValueError(f"no inter-ocular definition for {k} points; use norm='box-diagonal'")
         a, b = OCULAR[k]
         d = np.linalg.norm(gt[:, a] - gt[:, b], axis=-1)
-    elif norm == "diagonal":
+    elif norm in ("diagonal", "box-diagonal"):
         span = gt.max(1) - gt.min(1)
         d = np.sqrt((span ** 2).sum(-1))
+        if norm == "box-diagonal" and diagonals is not None:
+            given = np.asarray(diagonals, np.float64).reshape(-1)
+            if given.shape[0] != gt.shape[0]:
+                raise ValueError(f"{given.shape[0]} box diagonals for {gt.shape[0]} faces")
+            d = np.where(np.isfinite(given), given, d)
     else:
         raise ValueError(f"unknown NME normalisation {norm!r}")
     return 100.0 * err / np.maximum(d, 1e-9)
 
 
-def landmark_metrics(pred: np.ndarray, gt: np.ndarray, groups: list[str] | None = None) -> dict:
-    out = {"nme": float(nme(pred, gt).mean()) if gt.shape[1] in OCULAR else float("nan"),
-           "nme_diag": float(nme(pred, gt, "diagonal").mean())}
-    if gt.shape[1] not in OCULAR:
-        out["nme"] = out["nme_diag"]
+def landmark_metrics(pred: np.ndarray, gt: np.ndarray, groups: list[str] | None = None,
+                     norm: str = "auto", diagonals: np.ndarray | None = None) -> dict:
+    """{'nme': headline under `norm`, 'nme_io' (when the points define the eyes), 'nme_diag'
+    (box diagonal: `diagonals` where given, else the landmarks' box), 'nme[<group>]' ...}.
+
+    Values are floats only: result consumers (curve tables, search, logs) treat every entry as
+    a number; the resolved normalisation's name is recorded beside the metrics by the grid.
+    """
+    norm = resolve_nme_norm(norm, gt.shape[1])
+    diag = nme(pred, gt, "box-diagonal", diagonals)
+    io = nme(pred, gt, "inter-ocular") if gt.shape[1] in OCULAR else None
+    per = io if norm == "inter-ocular" else diag
+    out = {"nme": float(per.mean())}
+    if io is not None:
+        out["nme_io"] = float(io.mean())
+    out["nme_diag"] = float(diag.mean())
     if groups is not None and len(set(groups)) > 1:   # per source: differently cropped parts
-        per = nme(pred, gt) if gt.shape[1] in OCULAR else nme(pred, gt, "diagonal")
         g = np.asarray(groups)
         for name in sorted(set(groups)):
             out[f"nme[{name}]"] = float(per[g == name].mean())

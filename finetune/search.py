@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import math
 import logging
 import random
 from pathlib import Path
@@ -24,16 +25,28 @@ from facesift.common.atomic import atomic_write_json
 log = logging.getLogger(__name__)
 
 
-def default_hparams(space: SearchSpace) -> HParams:
-    return HParams(lr=space.lr[0], steps=space.steps[0], backbone_lr=space.backbone_lr[0])
+def scaled_steps(steps: int, n: int | None, space: SearchSpace) -> int:
+    """The schedule for `n` labelled images: `steps` itself, or scaled by sqrt(n / steps_images).
+
+    Why sqrt: a fixed number of steps over-fits 2 % of the labels (hundreds of epochs) and a
+    fixed number of epochs under-trains it; the square root sits between the two."""
+    if not space.steps_images or n is None:
+        return steps
+    return max(space.min_steps, int(round(steps * math.sqrt(n / space.steps_images))))
 
 
-def candidates(space: SearchSpace, seed: int = 0) -> list[HParams]:
+def default_hparams(space: SearchSpace, n: int | None = None) -> HParams:
+    return HParams(lr=space.lr[0], steps=scaled_steps(space.steps[0], n, space), backbone_lr=space.backbone_lr[0])
+
+
+def candidates(space: SearchSpace, seed: int = 0, n: int | None = None) -> list[HParams]:
     """Every combination: the default first, the rest in a fixed pseudo-random order
-    (a budget of N trials samples the space instead of sweeping one axis)."""
-    allc = [HParams(lr, steps, blr) for lr, steps, blr in itertools.product(space.lr, space.steps, space.backbone_lr)]
-    first = default_hparams(space)
-    rest = [c for c in allc if c != first]
+    (a budget of N trials samples the space instead of sweeping one axis). `n`: the labelled
+    images the final run trains on (the schedule scales with it, see `scaled_steps`)."""
+    allc = [HParams(lr, scaled_steps(steps, n, space), blr)
+            for lr, steps, blr in itertools.product(space.lr, space.steps, space.backbone_lr)]
+    first = default_hparams(space, n)
+    rest = [c for c in dict.fromkeys(allc) if c != first]   # scaled steps can coincide
     random.Random(seed).shuffle(rest)
     return [first] + rest
 
@@ -47,12 +60,13 @@ def search(cfg: FinetuneConfig, task, records: list[dict], init: str, search_key
     """
     space = cfg.search
     if cfg.trials <= 1:
-        return default_hparams(space), [], {"fit": len(records), "val": 0}
+        return default_hparams(space, len(records)), [], {"fit": len(records), "val": 0}
     fit, val = validation_split(records, cfg.val_fraction, seed=cfg.split_seed, minimum=cfg.min_val)
     key = stable_hash(search_key)
     folder = out / "search" / key
     trials = []
-    for hp in candidates(space, seed=int(key[:8], 16))[:cfg.trials]:
+    # trials train on `fit` with the schedule of the full fraction, so the chosen steps are the final run's
+    for hp in candidates(space, seed=int(key[:8], 16), n=len(records))[:cfg.trials]:
         path = folder / f"{stable_hash(hp.as_dict())}.json"
         if path.exists():
             trials.append(json.loads(path.read_text()))

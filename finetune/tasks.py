@@ -16,11 +16,12 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+from PIL import Image
 from torch import nn
 
 from facesift.finetune import datasets as ds
 from facesift.finetune import losses, metrics
-from facesift.finetune.augment import ImageTransform, LandmarkTransform
+from facesift.finetune.augment import AugmentConfig, ImageTransform, LandmarkTransform, affine_matrix
 from facesift.finetune.config import FinetuneConfig
 from facesift.finetune.decode import decode_heatmaps, gaussian_heatmaps
 from facesift.finetune.heads import CosFaceHead, HeatmapHead, LinearHead, stage_channels
@@ -67,11 +68,59 @@ class Task:
         raise NotImplementedError
 
 
+class UnlabelledLandmarkTransform:
+    """(image, record) -> (tensor, -1) for the distillation pool of a landmark task.
+
+    The labelled transform, run on placeholder points: the same box (or the whole image when
+    the record has none), the same random warp and the same flip rule, so the teacher and the
+    student see faces framed as in the labelled and test data (a `.pts` pool record's face box,
+    not the whole photo). The teacher labels this very image, so no points need to follow it.
+    """
+
+    def __init__(self, size: int, cfg: AugmentConfig, num_points: int):
+        self.inner = LandmarkTransform(size, cfg, train=True)
+        self.num_points = num_points
+
+    def __call__(self, image: Image.Image, rec: dict) -> tuple[torch.Tensor, torch.Tensor]:
+        placeholder = dict(rec, target=np.zeros((self.num_points, 2), np.float32))
+        x, _ = self.inner(image, placeholder)
+        return x, torch.as_tensor(np.asarray(-1))
+
+
 class LandmarkTask(Task):
     name = "landmarks"
 
+    def __init__(self, cfg: FinetuneConfig, info: dict):
+        super().__init__(cfg, info)
+        if "num_points" in info:   # a wrong nme_norm fails here (exit 2), not after every run's training
+            metrics.resolve_nme_norm(cfg.nme_norm, info["num_points"])
+
     def transform(self, train: bool):
         return LandmarkTransform(self.cfg.image_size, self.cfg.augment, train)
+
+    def unlabelled_transform(self):
+        return UnlabelledLandmarkTransform(self.cfg.image_size, self.cfg.augment, self.info["num_points"])
+
+    def nme_norm(self, num_points: int | None = None) -> str:
+        """The resolved NME normalisation of this task's headline ('inter-ocular' or 'box-diagonal')."""
+        return metrics.resolve_nme_norm(self.cfg.nme_norm, num_points or self.info["num_points"])
+
+    def box_diagonals(self, records: list[dict]) -> np.ndarray:
+        """Each record's face-box diagonal in output-crop pixels (NaN without a box).
+
+        Boxes are in source pixels, predictions in the crop the eval transform makes: it maps
+        the box through `affine_matrix(box, image_size)` (scale 1), whose linear part scales
+        lengths by image_size / side, so a (cx, cy, side) box's diagonal becomes
+        image_size * sqrt(2). Computed through the same matrix so it follows the transform.
+        """
+        out = np.full(len(records), np.nan)
+        for i, r in enumerate(records):
+            box = r.get("box")
+            if box is None or len(box) != 3:   # the transform crops (cx, cy, side) boxes only
+                continue
+            m = affine_matrix(box, self.cfg.image_size)
+            out[i] = metrics.box_diagonal(box) * float(np.hypot(m[0, 0], m[1, 0]))
+        return out
 
     def head(self, trunk):
         return HeatmapHead(stage_channels(trunk), self.info["num_points"])
@@ -85,7 +134,8 @@ class LandmarkTask(Task):
 
     def metrics(self, preds, targets, records, pairs=None):
         groups = [Path(r["path"]).parent.name for r in records]
-        return metrics.landmark_metrics(preds, targets, groups)
+        return metrics.landmark_metrics(preds, targets, groups, norm=self.cfg.nme_norm,
+                                        diagonals=self.box_diagonals(records))
 
 
 class ClassificationTask(Task):

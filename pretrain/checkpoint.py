@@ -36,7 +36,7 @@ BACKBONE = "backbone.pt"
 REQUIRED = ("model", "optimizer", "step", "epoch")
 # config fields that decide the shapes of the model's and the optimiser's state
 SHAPE_FIELDS = (("model", "arch"), ("model", "hidden_mlp"), ("model", "feat_dim"), ("model", "nmb_prototypes"),
-                ("optim", "lars"), ("optim", "exclude_bn_bias"))
+                ("optim", "lars"), ("optim", "adamw"), ("optim", "exclude_bn_bias"))
 
 
 def _numpy_globals() -> list:
@@ -224,7 +224,7 @@ def resume_checkpoint(out: Path, model: nn.Module, optimizer: torch.optim.Optimi
     except (RuntimeError, ValueError, KeyError, TypeError) as exc:
         first = next((line.strip() for line in str(exc).splitlines() if line.strip()), type(exc).__name__)
         raise ResumeError(f"cannot resume from {path}: its optimiser state does not fit this config's "
-                          f"(optim.lars or optim.exclude_bn_bias changed?): {first[:200]}{keep}") from None
+                          f"(optim.lars, optim.adamw or optim.exclude_bn_bias changed?): {first[:200]}{keep}") from None
     state.step, state.epoch = ck["step"], ck["epoch"]
     state.damaged = dict(ck.get("damaged") or {})
     if ck.get("steps_per_epoch") != steps_per_epoch:

@@ -77,6 +77,7 @@ class OptimConfig:
     momentum: float = bounded(0.9, 0, 1)
     trust_coefficient: float = positive(0.001)
     lars: bool = True
+    adamw: bool = False               # AdamW (betas 0.9/0.999) instead of SGD/LARS: the small-batch CPU recipe
     exclude_bn_bias: bool = False     # True: no weight decay and no LARS adaptation on BN/bias
 
 

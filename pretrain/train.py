@@ -139,7 +139,7 @@ def _seed(cfg: PretrainConfig, di: D.DistInfo) -> None:
 
 def _build(cfg: PretrainConfig, di: D.DistInfo, lr: float
            ) -> tuple[SwAVModel, torch.optim.Optimizer, torch.amp.GradScaler]:
-    """Model on its device (SyncBatchNorm under DDP on CUDA), LARS or SGD, and the AMP scaler."""
+    """Model on its device (SyncBatchNorm under DDP on CUDA), LARS, SGD or AdamW, and the AMP scaler."""
     model = SwAVModel(cfg.model.arch, cfg.model.hidden_mlp, cfg.model.feat_dim, cfg.model.nmb_prototypes)
     if di.world_size > 1 and cfg.model.sync_bn:
         if di.device.type == "cuda":
@@ -148,7 +148,9 @@ def _build(cfg: PretrainConfig, di: D.DistInfo, lr: float
             log.info("SyncBatchNorm needs CUDA: on CPU each rank normalises with its own batch statistics")
     model = model.to(di.device, memory_format=torch.channels_last if cfg.channels_last else torch.contiguous_format)
     groups = param_groups(model, cfg.optim.weight_decay, cfg.optim.exclude_bn_bias)
-    if cfg.optim.lars:
+    if cfg.optim.adamw:   # weight decay per group (0 on BN/bias when excluded), decoupled as in AdamW
+        optimizer = torch.optim.AdamW(groups, lr=lr, betas=(0.9, 0.999))
+    elif cfg.optim.lars:
         optimizer = LARS(groups, lr=lr, momentum=cfg.optim.momentum,
                          weight_decay=cfg.optim.weight_decay, trust_coefficient=cfg.optim.trust_coefficient)
     else:

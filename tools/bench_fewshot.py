@@ -1,29 +1,35 @@
-"""The paper's few-shot claim at small scale: SwAV pretraining helps most when labels are few.
+"""The paper's few-shot claim (Table 5) on faces cropped another way, as one experiment.
 
-1. Pretrain a `cpu-tiny` SwAV resnet18 on the landmarks5 crops of the training pool, without
-   their labels (the fine-tuning test split is kept out of pretraining too), via
-   `facesift pretrain --config configs/cpu-tiny.yaml`.
-2. Fine-tune 5-point landmarks at 100/10/2% of the labels from scratch and from that backbone
-   (`facesift finetune`'s grid), same hyper-parameters for both.
-3. Print the NME table, the SwAV/scratch NME ratio per fraction and the redundancy index
-   (`facesift curve`). Expected direction (paper Table 5): SwAV < scratch, most at 2%.
+1. The training pool (`--data`, labels dropped) becomes webdataset shards, and SwAV pretrains a
+   resnet18 on it with the documented CPU recipe (`configs/cpu-fewshot.yaml`: the paper's
+   photometric augmentations, batch 128, AdamW). The test faces never enter pretraining.
+2. 5-point landmarks are fine-tuned at 100/10/2 % of the labels from scratch and from that
+   backbone with the documented fine-tuning recipe (`configs/finetune-fewshot.yaml`: strong
+   geometric augmentation, a schedule that scales with the labelled images, a 3-trial search
+   scored on a validation split carved from the training fraction), `--seeds` seeds each.
+3. Scored on the held-out list `--test` (`<img> x1..x5 y1..y5`, paths relative to the list).
+   Without `--test`, the held-out faces are the `--holdout` source folder of `--data` (default
+   net_7876: train on lfw_5590, test on the web crops, which frame the face differently: eyes
+   higher and farther apart) and the training pool is the rest. `--exclude` (default
+   `net_7876/_*`) leaves out landmarks5's crops whose labels sit above the face, on both sides
+   (docs/finetune.md, "A label defect").
 
-Everything lives under `.bench/fewshot/` and is resumable (re-running skips finished runs;
-each fine-tuning setting gets its own results folder). Scale with --pretrain-steps, --steps,
---image-size, --fractions, --seeds. Measured on the shared 2-core machine (load ~10):
-200 SwAV steps ≈ 10 min, one 64 px fine-tuning run ≈ 1.3–2 s/step plus ~40 s of evaluation.
-At these budgets the models are far from converged (a mean-shape predictor scores ~76% NME on
-this test split, because the two sources are cropped differently): give it GPU-sized budgets
-(`--steps 3000 --pretrain-steps 5000`) before reading much into the ratios.
+Prints a table (NME mean and 95 % t-interval over seeds, SwAV/scratch ratio, the mean-shape
+baseline) and writes `--json`:
+{"rows": [{"init", "fraction", "nme_mean", "nme_ci", "seeds"}], "pretrain_s", "finetune_s", ...}.
+Resumable: re-running skips the finished pretraining, search trials and runs (all under --work).
 
-    .venv/bin/python tools/bench_fewshot.py --threads 1                  # pretrain + 2 x 3 runs
-    .venv/bin/python tools/bench_fewshot.py --backbone .bench/fewshot/ckpt/backbone.pt --steps 300
+    .venv/bin/python tools/bench_fewshot.py --json fewshot.json                 # the cross-crop check
+    .venv/bin/python tools/bench_fewshot.py --test held_out.txt --work .bench/fewshot-other
 """
 from __future__ import annotations
 
 import argparse
+import fnmatch
 import json
 import logging
+import math
+import os
 import subprocess
 import sys
 import time
@@ -34,100 +40,249 @@ from checkout import ensure_importable  # noqa: E402  (tools/ is sys.path[0])
 
 ensure_importable()
 
-from facesift.finetune.config import FinetuneConfig  # noqa: E402
-from facesift.finetune.curve import format_table, load_results, plot, summarise  # noqa: E402
-from facesift.finetune.grid import run_grid  # noqa: E402
-from facesift.finetune.tasks import load_task  # noqa: E402
+import numpy as np  # noqa: E402
+
+from facesift.common.atomic import atomic_write_json  # noqa: E402
+from facesift.common.config import resolve  # noqa: E402
 from facesift.common.logsetup import setup_logging  # noqa: E402
+from facesift.finetune.config import FinetuneConfig, stable_hash  # noqa: E402
+from facesift.finetune.baseline import cached_mean_shape  # noqa: E402
+from facesift.finetune.datasets import read_landmarks  # noqa: E402
+from facesift.finetune.tasks import load_task  # noqa: E402
 
 log = logging.getLogger("bench_fewshot")
+PRETRAIN_CONFIG = ROOT / "configs" / "cpu-fewshot.yaml"
+FINETUNE_CONFIG = ROOT / "configs" / "finetune-fewshot.yaml"
+DEFAULT_EXCLUDE = ["net_7876/_*"]
+T975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262}
+
+
+def t_interval(values: list[float]) -> tuple[float, float, float]:
+    """Mean and 95 % Student-t interval of the seeds' values (a point when there is one seed)."""
+    v = np.asarray(values, np.float64)
+    m = float(v.mean())
+    if len(v) < 2:
+        return m, m, m
+    half = T975.get(len(v) - 1, 1.96) * float(v.std(ddof=1)) / math.sqrt(len(v))
+    return m, m - half, m + half
+
+
+def training_lists(data: Path, test: str | None, source: str, exclude: list[str], work: Path
+                   ) -> tuple[Path, Path, int]:
+    """(training list, held-out list, faces excluded): `--data` minus the `--exclude` patterns,
+    and without `--test` also minus the held-out `source` folder, which becomes the test list."""
+    records = read_landmarks(data)
+    root = data if data.is_dir() else data.parent
+
+    def rel(r: dict) -> str:
+        p = Path(r["path"])
+        return str(p.relative_to(root)) if p.is_relative_to(root) else p.name
+    kept = [r for r in records if not any(fnmatch.fnmatch(rel(r), pat) for pat in exclude)]
+    dropped = len(records) - len(kept)
+    if test is None:
+        train = [r for r in kept if Path(r["path"]).parent.name != source]
+        held = [r for r in records if Path(r["path"]).parent.name == source
+                and not any(fnmatch.fnmatch(rel(r), pat) for pat in exclude)]
+        if not train or not held:
+            raise SystemExit(f"--holdout {source}: {len(train)} training and {len(held)} held-out faces in {data}")
+        paths = [work / f"train-without-{source}.txt", work / f"test-{source}.txt"]
+        sets = [train, held]
+    else:
+        paths, sets = [work / "train.txt"], [kept]
+    for path, recs in zip(paths, sets):
+        lines = [" ".join([r["path"], *(f"{v:.3f}" for v in r["target"][:, 0]), *(f"{v:.3f}" for v in r["target"][:, 1])])
+                 for r in recs]
+        text = "\n".join(lines) + "\n"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if not path.exists() or path.read_text() != text:
+            path.write_text(text)
+    return paths[0], (paths[1] if test is None else Path(test)), dropped
 
 
 def write_pool_shards(records: list[dict], out: Path) -> Path:
-    """The unlabelled pool as webdataset shards (jpg only + provenance), for `facesift pretrain`."""
+    """The unlabelled pool as webdataset shards (jpg + provenance, no labels), for `facesift pretrain`."""
     from facesift.shards.writer import ShardWriter
     if (out / "index.json").exists():
         return out
-    with ShardWriter(out, maxcount=2000, name="landmarks5-pool") as writer:
+    with ShardWriter(out, maxcount=2000, name="fewshot-pool") as writer:
         for r in records:
             writer.write_group([{"__key__": r["key"], "jpg": Path(r["path"]).read_bytes(),
-                                 "json": {"source": "landmarks5", "path": r["path"]}}])
+                                 "json": {"source": "bench_fewshot", "path": r["path"]}}])
     return out
 
 
-def pretrain(shards: Path, out: Path, steps: int, threads: int, batch: int = 32) -> Path:
-    """cpu-tiny SwAV for `steps` steps: epochs of 50 steps, so warm-up (1 epoch) and the cosine
-    decay fit inside a short run instead of being cut off in warm-up."""
-    backbone = out / "backbone.pt"
-    if backbone.exists():
+def pretrain(shards: Path, out: Path, config: Path, overrides: list[str], threads: int) -> tuple[Path, float]:
+    """SwAV with the recipe; (backbone, seconds spent pretraining over every session)."""
+    backbone, timing = out / "backbone.pt", out / "bench-seconds.json"
+    spent = json.loads(timing.read_text())["seconds"] if timing.exists() else 0.0
+    if backbone.exists():   # written when the schedule ends
         log.info("pretrained backbone exists: %s", backbone)
-        return backbone
+        return backbone, spent
     cmd = [str(ROOT / ".venv" / "bin" / "facesift"), "pretrain", "--shards", str(shards), "--out", str(out),
-           "--config", str(ROOT / "configs" / "cpu-tiny.yaml"), "--set", f"data.batch_size={batch}",
-           "--set", f"data.epoch_size={50 * batch}", "--set", f"optim.epochs={max(2, -(-steps // 50))}"]
+           "--config", str(config)]
+    for o in overrides:
+        cmd += ["--set", o]
     if (out / "last.pt").exists():
         cmd.append("--resume")
-    env = dict(__import__("os").environ, OMP_NUM_THREADS=str(threads))
     log.info("pretraining: %s", " ".join(cmd))
-    subprocess.run(cmd, check=True, env=env, cwd=ROOT)
+    t0 = time.time()
+    subprocess.run(cmd, check=True, env=dict(os.environ, OMP_NUM_THREADS=str(threads)), cwd=ROOT)
+    spent += time.time() - t0
+    atomic_write_json(timing, {"seconds": spent})
     if not backbone.exists():
         raise SystemExit(f"pretraining finished without {backbone}")
-    return backbone
+    return backbone, spent
+
+
+def finetune(cfg: FinetuneConfig, out: Path, ranks: int, threads: int) -> list[int]:
+    """`facesift finetune --config <recipe>` on `ranks` processes that split the grid by data point
+    (each point's search and seeds on one rank), `threads // ranks` torch threads each: on 2 cores
+    two single-threaded runs side by side do ~1.4x the work of one run on 2 threads."""
+    from facesift.common.config import save_config
+    recipe = save_config(cfg, out / "recipe.yaml")
+    cmd = [str(ROOT / ".venv" / "bin" / "facesift"), "finetune", "--config", str(recipe)]
+    each = max(1, threads // ranks)
+    env = dict(os.environ, WORLD_SIZE=str(ranks), OMP_NUM_THREADS=str(each))
+    procs = [subprocess.Popen(cmd + ["--set", f"train.threads={each}"],
+                              env=dict(env, RANK=str(r), LOCAL_RANK=str(r)), cwd=ROOT) for r in range(ranks)]
+    return [p.wait() for p in procs]
+
+
+def collapse_report(ckpt: Path) -> str:
+    """One line on the collapse monitor: last loss, code entropy against ln K, prototypes in use."""
+    csv = ckpt / "metrics.csv"
+    if not csv.exists():
+        return "no metrics.csv"
+    rows = [line.split(",") for line in csv.read_text().splitlines()]
+    head, last = rows[0], rows[-1]
+    get = dict(zip(head, last))
+    warnings = sum(1 for line in (ckpt / "pretrain.log").read_text().splitlines() if "collapse" in line) \
+        if (ckpt / "pretrain.log").exists() else 0
+    return (f"step {get.get('step')}: loss {get.get('loss')}, code entropy {get.get('entropy')}, "
+            f"prototypes used {get.get('prototypes_used')}, largest share {get.get('max_share')}, "
+            f"collapse warnings in log: {warnings}")
+
+
+def collect(results: Path, inits: dict[str, str]) -> list[dict]:
+    """Rows {init, fraction, nme_mean, nme_ci, seeds} from the grid's result files."""
+    cells: dict[tuple[str, float], list[float]] = {}
+    for path in sorted(results.glob("*.json")):
+        r = json.loads(path.read_text())
+        name = inits.get(r["init"])
+        if name is None:
+            continue
+        cells.setdefault((name, float(r["fraction"])), []).append(float(r["metrics"]["nme"]))
+    rows = []
+    for (name, frac), values in sorted(cells.items(), key=lambda kv: (kv[0][0] != "scratch", -kv[0][1])):
+        m, lo, hi = t_interval(values)
+        rows.append({"init": name, "fraction": frac, "nme_mean": round(m, 3), "nme_ci": [round(lo, 3), round(hi, 3)],
+                     "seeds": len(values)})
+    return rows
+
+
+def format_rows(rows: list[dict], mean_shape: float) -> str:
+    by = {(r["init"], r["fraction"]): r for r in rows}
+    fracs = sorted({r["fraction"] for r in rows}, reverse=True)
+    lines = [f"{'fraction':>9} | {'scratch NME % [95% CI]':>24} | {'SwAV NME % [95% CI]':>24} | {'SwAV/scratch':>12} | "
+             f"{'intervals':>9} | {'beats mean shape':>16}"]
+    for f in fracs:
+        s, w = by.get(("scratch", f)), by.get(("swav", f))
+
+        def cell(r):
+            return f"{r['nme_mean']:6.2f} [{r['nme_ci'][0]:.2f}, {r['nme_ci'][1]:.2f}] n={r['seeds']}" if r else "-"
+        ratio = f"{w['nme_mean'] / s['nme_mean']:.3f}" if s and w else "-"
+        apart = ("apart" if w["nme_ci"][1] < s["nme_ci"][0] or s["nme_ci"][1] < w["nme_ci"][0] else "overlap") \
+            if s and w else "-"
+        beats = "/".join(("yes" if r["nme_mean"] < mean_shape else "NO") if r else "-" for r in (s, w))
+        lines.append(f"{100 * f:>8g}% | {cell(s):>24} | {cell(w):>24} | {ratio:>12} | {apart:>9} | {beats:>16}")
+    lines.append(f"mean shape of the training pool: {mean_shape:.2f} % NME")
+    return "\n".join(lines)
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--data", default=str(ROOT.parent / "shared" / "data" / "landmarks5"))
+    ap.add_argument("--data", default=str(ROOT.parent / "shared" / "data" / "landmarks5"),
+                    help="labelled training pool: landmarks5 dir or '<img> x1..x5 y1..y5' list")
+    ap.add_argument("--test", help="held-out list '<img> x1..x5 y1..y5' (paths relative to the list); "
+                                   "default: the --holdout source folder of --data")
+    ap.add_argument("--holdout", default="net_7876", help="without --test: the source folder held out")
+    ap.add_argument("--exclude", action="append", default=None, metavar="GLOB",
+                    help="leave out training faces whose path (relative to --data) matches; default "
+                         f"{DEFAULT_EXCLUDE} (landmarks5's files whose labels sit above the face, see "
+                         "docs/finetune.md); --exclude '' keeps everything")
+    ap.add_argument("--seeds", type=int, default=3)
     ap.add_argument("--work", default=str(ROOT / ".bench" / "fewshot"))
-    ap.add_argument("--backbone", help="use this backbone instead of pretraining one")
-    ap.add_argument("--pretrain-steps", type=int, default=200, help="SwAV steps (batch 32, cpu-tiny), multiple of 50")
-    ap.add_argument("--steps", type=int, default=300, help="fine-tuning steps per run")
-    ap.add_argument("--batch", type=int, default=32)
-    ap.add_argument("--image-size", type=int, default=64)
-    ap.add_argument("--lr", type=float, default=2e-3)
-    ap.add_argument("--fractions", default="1,0.1,0.02")
-    ap.add_argument("--seeds", type=int, default=1)
-    ap.add_argument("--threads", type=int, default=2, help="torch threads (1 is faster on a busy machine)")
-    ap.add_argument("--workers", type=int, default=1)
+    ap.add_argument("--json", help="write the rows and timings here")
+    ap.add_argument("--backbone", help="use this SwAV backbone instead of pretraining one")
+    ap.add_argument("--pretrain-config", default=str(PRETRAIN_CONFIG))
+    ap.add_argument("--finetune-config", default=str(FINETUNE_CONFIG))
+    ap.add_argument("--pretrain-set", action="append", default=[], metavar="KEY=VALUE",
+                    help="override the pretraining recipe (repeatable)")
+    ap.add_argument("--set", action="append", default=[], dest="overrides", metavar="KEY=VALUE",
+                    help="override the fine-tuning recipe (repeatable), e.g. fractions=[1,0.1]")
+    ap.add_argument("--threads", type=int, default=2, help="torch threads in all (default: this machine's 2 cores)")
+    ap.add_argument("--ranks", type=int, default=2, help="fine-tuning processes sharing --threads (default 2)")
     args = ap.parse_args()
     setup_logging(0)
+    if args.seeds < 1 or args.ranks < 1 or args.threads < 1:
+        print("bench_fewshot: --seeds, --ranks and --threads must be >= 1", file=sys.stderr)
+        return 2
     work = Path(args.work)
+    work.mkdir(parents=True, exist_ok=True)
+    exclude = [e for e in (DEFAULT_EXCLUDE if args.exclude is None else args.exclude) if e]
+    data, test, dropped = training_lists(Path(args.data), args.test, args.holdout, exclude, work)
+    if dropped:
+        log.info("left out %d training faces matching %s", dropped, exclude)
+    try:
+        cfg = resolve(FinetuneConfig, args.finetune_config, args.overrides, section="finetune",
+                      task="landmarks", data=str(data), test=str(test), seeds=args.seeds)
+        cfg.check()
+        task, split = load_task(cfg)
+    except (ValueError, FileNotFoundError) as exc:
+        print(f"bench_fewshot: {exc}", file=sys.stderr)
+        return 2
+    # one folder per recipe and data, so a table never mixes settings
+    ident = {"data": str(data), "test": str(test), "recipe": stable_hash({k: v for k, v in vars(cfg).items()
+                                                                        if k not in ("out", "seeds", "inits", "train")})}
+    ft_out = work / f"finetune-{stable_hash(ident, 10)}"
+    cfg.out = str(ft_out)
+    log.info("training pool %d faces, held-out %d faces; fine-tuning results in %s", len(split.train), len(split.test), ft_out)
+
     t0 = time.time()
-
-    # one results folder per fine-tuning setting, so a table never mixes settings
-    ft_out = work / f"finetune-{args.image_size}px-{args.steps}steps-lr{args.lr:g}-b{args.batch}"
-    cfg = FinetuneConfig(task="landmarks", data=args.data, out=str(ft_out), image_size=args.image_size,
-                         fractions=[float(f) for f in args.fractions.split(",")], seeds=args.seeds, trials=1)
-    cfg.search.steps, cfg.search.lr, cfg.search.backbone_lr = [args.steps], [args.lr], [1.0]
-    cfg.train.batch_size, cfg.train.workers, cfg.train.threads = args.batch, args.workers, args.threads
-    cfg.train.ckpt_every = 100
-    _, data = load_task(cfg)
     if args.backbone:
-        backbone = Path(args.backbone)
+        backbone, pretrain_s = Path(args.backbone), 0.0
     else:
-        shards = write_pool_shards(data.train, work / "pool-shards")
-        backbone = pretrain(shards, work / "ckpt", args.pretrain_steps, args.threads)
-    t_pre = time.time() - t0
+        pool = work / f"pool-{stable_hash(str(data), 10)}"
+        shards = write_pool_shards(split.train, pool / "shards")
+        backbone, pretrain_s = pretrain(shards, pool / "ckpt", Path(args.pretrain_config), args.pretrain_set,
+                                        args.threads)
+        print("SwAV collapse monitor:", collapse_report(pool / "ckpt"))
     cfg.inits = ["scratch", str(backbone)]
-    counts = run_grid(cfg)
-    t_ft = time.time() - t0 - t_pre
+    timing = ft_out / "bench-seconds.json"
+    finetune_s = json.loads(timing.read_text())["seconds"] if timing.exists() else 0.0
+    t1 = time.time()
+    codes = finetune(cfg, ft_out, args.ranks, args.threads)
+    finetune_s += time.time() - t1
+    atomic_write_json(timing, {"seconds": finetune_s})
+    counts = {"ranks": args.ranks, "exit_codes": codes}
+    if any(codes):
+        log.error("fine-tuning exited %s", codes)
 
-    blocks = summarise(load_results(ft_out / "results"))
-    block = next(b for b in blocks if b["group"]["dataset"] == args.data)
-    # keep only this configuration's runs (other settings may share the folder)
+    rows = collect(ft_out / "results", {"scratch": "scratch", str(backbone): "swav"})
+    baseline = cached_mean_shape(task, split.train, split.test, ft_out)[task.primary]
     print()
-    print(f"few-shot landmarks5: {len(data.train)} training / {len(data.test)} test crops, resnet18 "
-          f"{args.image_size}px, {args.steps} steps/run, seeds={args.seeds}; SwAV: {backbone}")
-    print(format_table([block]))
-    print("NME ratio SwAV / scratch per fraction (< 1: pretraining helps):")
-    rows = {(r["init"], r["fraction"]): r["metrics"]["nme"][0] for r in block["rows"]}
-    for f in sorted({f for _, f in rows}, reverse=True):
-        s, w = rows.get(("scratch", f)), rows.get((str(backbone), f))
-        if s and w:
-            print(f"  {100 * f:g}%: scratch {s:.2f}  swav {w:.2f}  ratio {w / s:.3f}")
-    png = plot([block], ft_out / "curve.png")
-    print(f"plot: {png}; grid: {json.dumps(counts)}; pretrain {t_pre:.0f}s, fine-tune {t_ft:.0f}s")
-    return 0
+    print(f"few-shot landmarks, held-out faces: {len(split.train)} training / {len(split.test)} test ({test}); "
+          f"resnet18 {cfg.image_size}px, trials={cfg.trials}, seeds={args.seeds}; NME {task.nme_norm()} %")
+    print(format_rows(rows, baseline))
+    print(f"pretrain {pretrain_s:.0f} s, fine-tune {finetune_s:.0f} s (over every session of this work folder), "
+          f"this session {time.time() - t0:.0f} s; grid {json.dumps(counts)}")
+    if args.json:
+        atomic_write_json(Path(args.json), {
+            "rows": rows, "pretrain_s": round(pretrain_s, 1), "finetune_s": round(finetune_s, 1),
+            "mean_shape_nme": round(baseline, 3), "nme_norm": task.nme_norm(), "train": len(split.train),
+            "test": len(split.test), "test_list": str(test), "excluded": dropped, "exclude": exclude, "data": str(data), "backbone": str(backbone),
+            "image_size": cfg.image_size, "trials": cfg.trials, "grid": counts})
+    return 1 if any(codes) else 0
 
 
 if __name__ == "__main__":

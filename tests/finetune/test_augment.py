@@ -88,3 +88,26 @@ def test_pts_face_is_cropped_around_its_landmarks(shared_data):
         random.seed(seed)
         _, p = LandmarkTransform(64, AugmentConfig(), train=True)(image, rec)
         assert ((p >= 0) & (p < 64)).float().mean() > 0.9
+
+
+def test_photometric_augmentation_is_seeded_moves_no_point_and_is_off_by_default():
+    """Colour, grayscale and blur change pixels only: the points are the geometric warp's, the
+    same seed gives the same image, and the default config leaves the warped image untouched."""
+    from facesift.finetune.augment import LandmarkTransform
+    rng = np.random.default_rng(0)
+    image = Image.fromarray(rng.integers(0, 255, (80, 80, 3), dtype=np.uint8))
+    rec = {"target": np.array([[30, 30], [50, 30], [40, 40], [32, 50], [48, 50]], np.float32)}
+    geo = dict(scale=(1.0, 1.0), rotate=0.0, translate=0.0, flip=0.0)
+    plain = LandmarkTransform(48, AugmentConfig(**geo), train=True)
+    photo = LandmarkTransform(48, AugmentConfig(**geo, color=0.4, grayscale=0.5, blur=0.5), train=True)
+    random.seed(3)
+    x0, p0 = plain(image, rec)
+    outs = []
+    for _ in range(2):
+        random.seed(3)
+        outs.append(photo(image, rec))
+    torch.testing.assert_close(outs[0][0], outs[1][0])
+    torch.testing.assert_close(outs[0][1], p0)
+    assert not torch.allclose(outs[0][0], x0)
+    random.seed(3)
+    torch.testing.assert_close(LandmarkTransform(48, AugmentConfig(**geo), train=False)(image, rec)[0], x0)

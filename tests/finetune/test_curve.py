@@ -72,3 +72,31 @@ def test_table_plot_and_cli(tmp_path, capsys):
 def test_no_results_is_a_clear_error(tmp_path, capsys):
     assert cli_main(["curve", str(tmp_path)]) == 2
     assert "no usable fine-tuning results" in capsys.readouterr().err
+
+
+def test_the_table_says_what_to_conclude(tmp_path):
+    """With the mean-shape baseline in the results, the table names the fractions that do not
+    beat it and the pretrained/scratch ratio per fraction."""
+    folder = tmp_path / "results"
+    for seed in range(2):
+        for frac, s, w in ((1.0, 10.0, 9.0), (0.1, 20.0, 14.0), (0.02, 40.0, 20.0)):
+            _write(folder, "scratch", frac, seed, s + seed)
+            _write(folder, "swav.pt", frac, seed, w + seed)
+    for p in folder.glob("*.json"):
+        r = json.loads(p.read_text())
+        r["baseline"] = {"mean_shape": {"nme": 30.0, "nme_diag": 15.0}}
+        p.write_text(json.dumps(r))
+    blocks = curve.summarise(curve.load_results(folder))
+    assert blocks[0]["baseline"] == 30.0
+    text = curve.format_table(blocks)
+    assert "mean-shape baseline" in text and "nme 30.00" in text
+    assert "scratch: does NOT beat the mean shape at 2%" in text
+    assert "swav.pt: beats the mean shape at every fraction" in text
+    ratios = next(l for l in text.splitlines() if l.startswith("swav.pt / scratch"))
+    assert "0.90 at 100%" in ratios and "0.71 at 10%" in ratios and "0.51 at 2%" in ratios
+    # results without a baseline (older grids) print no verdict on it
+    for p in folder.glob("*.json"):
+        r = json.loads(p.read_text())
+        r.pop("baseline")
+        p.write_text(json.dumps(r))
+    assert "mean-shape" not in curve.format_table(curve.summarise(curve.load_results(folder)))

@@ -72,3 +72,124 @@ def test_classification_metrics_match_sklearn():
     out = metrics.classification_metrics(pred, gt)
     assert out["accuracy"] == pytest.approx(np.mean(pred == gt))
     assert out["macro_f1"] == pytest.approx(f1_score(gt, pred, average="macro"))
+
+
+# ---------------------------------------------------------------- NME normalisation (nme_norm)
+
+def _five_points():
+    gt = np.array([[[10, 20], [30, 20], [20, 30], [12, 40], [28, 40]]], dtype=float)
+    pred = gt.copy()
+    pred[0, 2] += [3, 4]
+    pred[0, 4] += [0, -2]      # mean error 1.4 px, as in test_nme_by_hand
+    return pred, gt
+
+
+def test_box_diagonal_differs_from_the_landmark_extent():
+    pred, gt = _five_points()
+    # landmarks span 20 x 20 (diagonal 28.28); the annotated box is 30 px square (diagonal 42.43)
+    assert metrics.box_diagonal((20, 30, 30)) == pytest.approx(30 * np.sqrt(2))
+    assert metrics.box_diagonal((0, 0, 30, 40)) == pytest.approx(50.0)      # (x0, y0, x1, y1) rectangle
+    with pytest.raises(ValueError):
+        metrics.box_diagonal((1, 2))
+    boxed = metrics.nme(pred, gt, "box-diagonal", [30 * np.sqrt(2)])[0]
+    assert boxed == pytest.approx(100 * 1.4 / (30 * np.sqrt(2)))
+    assert metrics.nme(pred, gt, "box-diagonal")[0] == pytest.approx(100 * 1.4 / np.hypot(20, 20))  # no box
+    assert metrics.nme(pred, gt, "diagonal")[0] == pytest.approx(100 * 1.4 / np.hypot(20, 20))      # unchanged
+    # a face without a box (NaN) falls back to its landmarks' box, faces with one use it
+    two_p, two_g = np.concatenate([pred, pred]), np.concatenate([gt, gt])
+    got = metrics.nme(two_p, two_g, "box-diagonal", [50.0, np.nan])
+    assert got == pytest.approx([100 * 1.4 / 50, 100 * 1.4 / np.hypot(20, 20)])
+
+
+def test_landmark_metrics_headline_follows_nme_norm():
+    pred, gt = _five_points()
+    auto = metrics.landmark_metrics(pred, gt, diagonals=[50.0])
+    assert auto["nme"] == pytest.approx(7.0) and auto["nme_io"] == pytest.approx(7.0)
+    assert auto["nme_diag"] == pytest.approx(100 * 1.4 / 50)
+    boxed = metrics.landmark_metrics(pred, gt, norm="box-diagonal", diagonals=[50.0])
+    assert boxed["nme"] == pytest.approx(100 * 1.4 / 50) and boxed["nme_io"] == pytest.approx(7.0)
+    assert all(isinstance(v, float) for v in boxed.values())    # curve/search read numbers only
+    # the old call (no norm, no boxes) gives the old numbers
+    old = metrics.landmark_metrics(pred, gt)
+    assert old["nme"] == pytest.approx(7.0) and old["nme_diag"] == pytest.approx(100 * 1.4 / np.hypot(20, 20))
+    # per source, under the headline's normalisation
+    two_p, two_g = np.concatenate([pred, pred * 2]), np.concatenate([gt, gt * 2])
+    per = metrics.landmark_metrics(two_p, two_g, ["a", "b"], norm="box-diagonal", diagonals=[50.0, 50.0])
+    assert per["nme[a]"] == pytest.approx(100 * 1.4 / 50) and per["nme[b]"] == pytest.approx(100 * 2.8 / 50)
+
+
+def test_auto_picks_box_diagonal_for_aflw():
+    assert metrics.resolve_nme_norm("auto", 19) == "box-diagonal"     # AFLW, as in the paper
+    assert metrics.resolve_nme_norm("auto", 21) == "box-diagonal"
+    assert metrics.resolve_nme_norm("auto", 7) == "box-diagonal"      # no eye pair known
+    assert metrics.resolve_nme_norm("auto", 5) == "inter-ocular"
+    assert metrics.resolve_nme_norm("auto", 68) == "inter-ocular"
+    assert metrics.resolve_nme_norm("inter-ocular", 19) == "inter-ocular"   # OCULAR defines 19's eyes
+    with pytest.raises(ValueError, match="inter-ocular"):
+        metrics.resolve_nme_norm("inter-ocular", 21)
+    with pytest.raises(ValueError, match="nme_norm"):
+        metrics.resolve_nme_norm("diagonal", 68)
+    rng = np.random.default_rng(4)
+    gt = rng.uniform(0, 100, (3, 19, 2))
+    pred = gt + rng.normal(scale=2, size=gt.shape)
+    out = metrics.landmark_metrics(pred, gt, diagonals=[140.0, 150.0, 160.0])
+    ref = np.mean(np.linalg.norm(pred - gt, axis=-1).mean(-1) / [140.0, 150.0, 160.0]) * 100
+    assert out["nme"] == pytest.approx(ref) and out["nme_diag"] == pytest.approx(ref)
+    assert out["nme_io"] != pytest.approx(ref)
+
+
+def test_config_rejects_a_bad_nme_norm():
+    from facesift.finetune.config import FinetuneConfig
+    FinetuneConfig(data="x", nme_norm="box-diagonal").check()
+    with pytest.raises(ValueError, match=r"nme_norm.*auto, inter-ocular, box-diagonal"):
+        FinetuneConfig(data="x", nme_norm="diagonal").check()
+
+
+def test_task_metrics_use_the_box_in_output_pixels(tmp_path):
+    """Boxes are in source pixels, predictions in the crop: the eval transform maps a
+    (cx, cy, side) box onto the image_size square, so its diagonal is image_size * sqrt(2)."""
+    from PIL import Image
+
+    from facesift.finetune.augment import affine_matrix, warp
+    from facesift.finetune.tasks import LandmarkTask
+
+    from .conftest import tiny_cfg
+
+    size = 32
+    rng = np.random.default_rng(5)
+    records = []
+    for i, (box, k) in enumerate([((70.0, 55.0, 60.0), 19), ((50.0, 40.0, 40.0), 19), (None, 19)]):
+        path = tmp_path / "photos" / f"p{i}.jpg"
+        path.parent.mkdir(exist_ok=True)
+        Image.fromarray(rng.integers(0, 256, (100, 120, 3), dtype=np.uint8)).save(path)
+        centre = np.array(box[:2]) if box else np.array([60.0, 50.0])
+        pts = (centre + rng.uniform(-15, 15, (k, 2))).astype(np.float32)
+        rec = {"key": f"p{i}", "path": str(path), "target": pts}
+        if box:
+            rec["box"] = box
+        records.append(rec)
+    cfg = tiny_cfg(tmp_path, data="unused", image_size=size)
+    task = LandmarkTask(cfg, {"num_points": 19})
+    transform = task.transform(False)
+    targets = np.stack([transform(Image.open(r["path"]).convert("RGB"), r)[1].numpy() for r in records])
+    # the box's corners through the transform's own point mapping: its diagonal in the crop
+    for r in records[:2]:
+        cx, cy, side = r["box"]
+        corners = np.array([[cx - side / 2, cy - side / 2], [cx + side / 2, cy + side / 2]]) - 0.5  # continuous -> pixel
+        _, mapped = warp(Image.new("RGB", (4, 4)), corners, affine_matrix(r["box"], size), size)
+        assert np.linalg.norm(mapped[1] - mapped[0]) == pytest.approx(size * np.sqrt(2), rel=1e-5)
+    assert task.box_diagonals(records)[:2] == pytest.approx([size * np.sqrt(2)] * 2)
+    assert np.isnan(task.box_diagonals(records)[2])
+    preds = targets + np.array([0.6, 0.8], np.float32)        # 1 px off everywhere
+    got = task.metrics(preds, targets, records)
+    extent = np.hypot(*(targets[2].max(0) - targets[2].min(0)))   # no box: the landmarks' box
+    ref = np.mean([100 / (size * np.sqrt(2)), 100 / (size * np.sqrt(2)), 100 / extent])
+    assert got["nme"] == pytest.approx(ref, rel=1e-5) and got["nme_diag"] == pytest.approx(ref, rel=1e-5)
+    # the landmark-extent diagonal of a boxed face is a different (smaller) normaliser
+    assert np.hypot(*(targets[0].max(0) - targets[0].min(0))) < size * np.sqrt(2) * 0.9
+    # inter-ocular asked for explicitly: the headline switches, the box diagonal is still reported
+    cfg.nme_norm = "inter-ocular"
+    io = LandmarkTask(cfg, {"num_points": 19}).metrics(preds, targets, records)
+    assert io["nme"] == pytest.approx(io["nme_io"]) and io["nme_diag"] == pytest.approx(ref, rel=1e-5)
+    with pytest.raises(ValueError, match="inter-ocular"):
+        LandmarkTask(cfg, {"num_points": 21})

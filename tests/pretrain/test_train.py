@@ -136,3 +136,34 @@ def test_an_existing_checkpoint_needs_resume_or_restart(face_shards, tmp_path, c
     assert torch.load(tmp_path / "run" / "last.pt", weights_only=False)["step"] == 1  # started over
     with pytest.raises(SystemExit):  # one or the other
         cli_main(base + ["--resume", "--restart"])
+
+
+@pytest.mark.timeout(900)
+def test_adamw_resumes_exactly(face_shards, tmp_path):
+    """optim.adamw (the cpu-fewshot recipe): AdamW's moments travel in last.pt, so 2 + 2 steps
+    with --resume equal 4 straight steps; a checkpoint from the other optimiser is refused."""
+    def adamw(out, **kw):
+        cfg = tiny(face_shards, out, **kw)
+        cfg.optim.adamw, cfg.optim.base_lr, cfg.optim.final_lr, cfg.optim.exclude_bn_bias = True, 1e-3, 1e-5, True
+        cfg.optim.weight_decay = 1e-4
+        return cfg
+    straight = train(adamw(tmp_path / "a", max_steps=4))
+    assert straight["steps"] == 4
+    train(adamw(tmp_path / "b", max_steps=2))
+    train(adamw(tmp_path / "b", max_steps=4), resume=True)
+    a = torch.load(tmp_path / "a" / "last.pt", weights_only=False)
+    b = torch.load(tmp_path / "b" / "last.pt", weights_only=False)
+    assert "exp_avg_sq" in next(iter(a["optimizer"]["state"].values()))
+    for k, v in a["model"].items():
+        torch.testing.assert_close(b["model"][k], v, atol=1e-5, rtol=1e-5, msg=k)
+    with pytest.raises(ValueError, match="adamw"):
+        train(tiny(face_shards, tmp_path / "b", max_steps=6), resume=True)
+
+
+def test_cpu_fewshot_preset_keeps_the_photometric_recipe():
+    """The documented few-shot preset: the paper's colour jitter / grayscale / blur on, AdamW."""
+    from facesift.common.config import resolve
+    from pathlib import Path
+    cfg = resolve(PretrainConfig, Path(__file__).parents[2] / "configs" / "cpu-fewshot.yaml", section="pretrain").check()
+    assert cfg.crops.jitter_p == 0.8 and cfg.crops.grayscale_p == 0.2 and cfg.crops.blur_p == 0.5
+    assert cfg.optim.adamw and cfg.data.batch_size == 128 and cfg.model.nmb_prototypes == 300
