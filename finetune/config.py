@@ -89,8 +89,9 @@ class FinetuneConfig:
             raise ValueError("--distill needs --unlabelled (an image folder, a list, or 'pool')")
         if not self.inits:
             raise ValueError("no initialisations: pass --inits scratch,path/to/backbone.pt")
-        if self.nme_norm not in ("auto", "inter-ocular", "box-diagonal"):
-            raise ValueError(f"nme_norm must be one of auto, inter-ocular, box-diagonal, got {self.nme_norm!r}")
+        from facesift.finetune.metrics import NME_NORMS
+        if self.nme_norm not in NME_NORMS:
+            raise ValueError(f"nme_norm must be one of {', '.join(NME_NORMS)}, got {self.nme_norm!r}")
 
 
 def stable_hash(obj, length: int = 16) -> str:

@@ -124,9 +124,12 @@ def pretrain(shards: Path, out: Path, config: Path, overrides: list[str], thread
         cmd += ["--set", o]
     if (out / "last.pt").exists():
         cmd.append("--resume")
-    log.info("pretraining: %s", " ".join(cmd))
+    out.mkdir(parents=True, exist_ok=True)
+    log.info("pretraining: %s (log: %s)", " ".join(cmd), out / "pretrain.log")
     t0 = time.time()
-    subprocess.run(cmd, check=True, env=dict(os.environ, OMP_NUM_THREADS=str(threads)), cwd=ROOT)
+    with open(out / "pretrain.log", "a") as fh:   # collapse_report counts the watch's warnings in it
+        subprocess.run(cmd, check=True, env=dict(os.environ, OMP_NUM_THREADS=str(threads)), cwd=ROOT,
+                       stdout=fh, stderr=subprocess.STDOUT)
     spent += time.time() - t0
     atomic_write_json(timing, {"seconds": spent})
     if not backbone.exists():
@@ -156,8 +159,9 @@ def collapse_report(ckpt: Path) -> str:
     rows = [line.split(",") for line in csv.read_text().splitlines()]
     head, last = rows[0], rows[-1]
     get = dict(zip(head, last))
-    warnings = sum(1 for line in (ckpt / "pretrain.log").read_text().splitlines() if "collapse" in line) \
-        if (ckpt / "pretrain.log").exists() else 0
+    logfile = ckpt / "pretrain.log"
+    warnings = (sum(1 for line in logfile.read_text().splitlines() if "COLLAPSE?" in line)   # CollapseWatch's warnings
+                if logfile.exists() else "no pretrain.log")
     return (f"step {get.get('step')}: loss {get.get('loss')}, code entropy {get.get('entropy')}, "
             f"prototypes used {get.get('prototypes_used')}, largest share {get.get('max_share')}, "
             f"collapse warnings in log: {warnings}")
