@@ -119,7 +119,8 @@ def photometric(image: Image.Image, cfg: AugmentConfig, rng: random.Random) -> I
 
 
 def random_params(cfg: AugmentConfig, rng: random.Random) -> dict:
-    return {"scale": rng.uniform(*cfg.scale),
+    lo, hi = cfg.scale   # log-uniform: zooming in x2 is as likely as zooming out x2
+    return {"scale": math.exp(rng.uniform(math.log(lo), math.log(hi))),
             "angle": rng.uniform(-cfg.rotate, cfg.rotate),
             "shift": (rng.uniform(-cfg.translate, cfg.translate), rng.uniform(-cfg.translate, cfg.translate)),
             "flip": rng.random() < cfg.flip}

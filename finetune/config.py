@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 
 from facesift.common.config import bounded, bounded_list
 from facesift.finetune.augment import AugmentConfig
+from facesift.finetune.recrop import RecropConfig
 
 TASKS = ("landmarks", "classification", "regression", "recognition")
 
@@ -72,6 +73,7 @@ class FinetuneConfig:
     search: SearchSpace = field(default_factory=SearchSpace)
     train: TrainConfig = field(default_factory=TrainConfig)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
+    recrop: RecropConfig = field(default_factory=RecropConfig)   # landmarks: test-time re-crops (recrop.py)
 
     def check(self) -> None:
         if self.task not in TASKS:
@@ -89,6 +91,12 @@ class FinetuneConfig:
             raise ValueError("--distill needs --unlabelled (an image folder, a list, or 'pool')")
         if not self.inits:
             raise ValueError("no initialisations: pass --inits scratch,path/to/backbone.pt")
+        lo, hi = self.augment.scale
+        if not 0 < lo <= hi:
+            raise ValueError(f"augment.scale must be [low, high] with 0 < low <= high, got {list(self.augment.scale)}")
+        if self.task == "landmarks" and self.recrop.passes and not lo <= self.recrop.zoom <= hi:
+            raise ValueError(f"recrop.zoom {self.recrop.zoom} is outside augment.scale {list(self.augment.scale)}: "
+                             "the re-crop would show the model faces at a size it never trained on")
         from facesift.finetune.metrics import NME_NORMS
         if self.nme_norm not in NME_NORMS:
             raise ValueError(f"nme_norm must be one of {', '.join(NME_NORMS)}, got {self.nme_norm!r}")

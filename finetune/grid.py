@@ -114,7 +114,8 @@ def run_one(cfg: FinetuneConfig, task, data: TaskData, run: Run, init_id: dict, 
         pool = distill_mod.unlabelled_pool(cfg, data.train)
         pool_size = len(pool)
         model, history = distill_mod.self_distill(cfg, task, model, records, pool, run.init, hp, run.seed, device)
-    metrics = trainer.evaluate(model, task, data.test, cfg.train, pairs=data.pairs, device=device)
+    metrics = trainer.evaluate(model, task, data.test, cfg.train, pairs=data.pairs, device=device,
+                               reference=records)
     headline = metrics.get(task.primary)
     if not isinstance(headline, (int, float)) or not math.isfinite(headline):
         # a diverged run (NaN loss) is a failed run, never a finished one with nme=nan

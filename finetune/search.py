@@ -73,7 +73,7 @@ def search(cfg: FinetuneConfig, task, records: list[dict], init: str, search_key
             continue
         model = trainer.build_model(task, init, cfg.arch, cfg.adapt)
         losses = trainer.train(model, task, fit, hp, cfg.train, seed=cfg.split_seed, device=device)
-        metrics = trainer.evaluate(model, task, val, cfg.train, device=device)
+        metrics = trainer.evaluate(model, task, val, cfg.train, device=device, reference=fit)
         trial = {"hparams": hp.as_dict(), "val_metrics": metrics, "final_loss": losses[-1],
                  "fit": len(fit), "val": len(val), "search_key": search_key}
         atomic_write_json(path, trial)

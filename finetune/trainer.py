@@ -208,12 +208,13 @@ def train(model: TaskModel, task, records: list[dict], hp: HParams, cfg: TrainCo
 
 @torch.no_grad()
 def predict(model: nn.Module, task, records: list[dict], cfg: TrainConfig,
-            device: torch.device | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Task predictions and (transformed) targets for `records`, in order, without augmentation."""
+            device: torch.device | None = None, transform=None) -> tuple[np.ndarray, np.ndarray]:
+    """Task predictions and (transformed) targets for `records`, in order, without augmentation
+    (`transform`: another evaluation transform, e.g. a re-crop's, whose second item comes back)."""
     device = device or pick_device(cfg.device)
     model.to(device).eval()
     preds, targets = [], []
-    for x, y in _loader(records, task.transform(False), cfg.eval_batch_size, cfg.workers, 0, False):
+    for x, y in _loader(records, transform or task.transform(False), cfg.eval_batch_size, cfg.workers, 0, False):
         with _autocast(device, cfg.amp):
             out = model(_to_device(x, device, cfg.channels_last))
         preds.append(task.predict(out))
@@ -221,9 +222,29 @@ def predict(model: nn.Module, task, records: list[dict], cfg: TrainConfig,
     return np.concatenate(preds), np.concatenate(targets)
 
 
+def recropped(model: nn.Module, task, records: list[dict], preds: np.ndarray, reference: list[dict],
+              cfg: TrainConfig, device: torch.device | None = None) -> np.ndarray:
+    """Landmarks: `task.cfg.recrop.passes` re-crops around `preds` (recrop.py), each predicted
+    again and mapped back. The canonical shape comes from `reference`, the labels the model
+    was trained on (never the test labels)."""
+    from facesift.finetune import recrop
+    from facesift.finetune.baseline import eval_points
+    rc = task.cfg.recrop
+    canonical = recrop.canonical_shape(eval_points(task, reference), task.cfg.image_size, rc.zoom)
+    transform = recrop.RecropTransform(task.cfg.image_size)
+    for _ in range(rc.passes):
+        recs = [dict(r, recrop=recrop.recrop_matrix(canonical, p)) for r, p in zip(records, preds)]
+        inner, backs = predict(model, task, recs, cfg, device, transform=transform)
+        preds = np.stack([recrop.map_back(q, b.reshape(3, 3)) for q, b in zip(inner, backs)])
+    return preds
+
+
 def evaluate(model: nn.Module, task, records: list[dict], cfg: TrainConfig, pairs=None,
-             device: torch.device | None = None) -> dict:
-    """The task's metrics on `records` (recognition: on the images of `pairs`, or pairs made from records)."""
+             device: torch.device | None = None, reference: list[dict] | None = None) -> dict:
+    """The task's metrics on `records` (recognition: on the images of `pairs`, or pairs made from records).
+
+    Landmarks with `recrop.passes`: `reference` (the training records) is required, so the
+    search's validation and the test are scored the same way."""
     if task.name == "recognition":
         if pairs is None:
             from facesift.finetune.datasets import make_pairs
@@ -231,4 +252,8 @@ def evaluate(model: nn.Module, task, records: list[dict], cfg: TrainConfig, pair
         paths = sorted({p for a, b, _ in pairs for p in (a, b)})
         records = [{"key": p, "path": p, "target": None} for p in paths]
     preds, targets = predict(model, task, records, cfg, device)
+    if task.name == "landmarks" and task.cfg.recrop.passes:
+        if not reference:
+            raise ValueError("recrop.passes needs the training records (reference=) for the canonical shape")
+        preds = recropped(model, task, records, preds, reference, cfg, device)
     return task.metrics(preds, targets, records, pairs)

@@ -6,7 +6,8 @@
 2. 5-point landmarks are fine-tuned at 100/10/2 % of the labels from scratch and from that
    backbone with the documented fine-tuning recipe (`configs/finetune-fewshot.yaml`: strong
    geometric augmentation, a schedule that scales with the labelled images, a 3-trial search
-   scored on a validation split carved from the training fraction), `--seeds` seeds each.
+   scored on a validation split carved from the training fraction, one test-time re-crop at
+   twice the training faces' size: finetune/recrop.py), `--seeds` seeds each.
 3. Scored on the held-out list `--test` (`<img> x1..x5 y1..y5`, paths relative to the list).
    Without `--test`, the held-out faces are the `--holdout` source folder of `--data` (default
    net_7876: train on lfw_5590, test on the web crops, which frame the face differently: eyes
@@ -276,7 +277,8 @@ def main() -> int:
     baseline = cached_mean_shape(task, split.train, split.test, ft_out)[task.primary]
     print()
     print(f"few-shot landmarks, held-out faces: {len(split.train)} training / {len(split.test)} test ({test}); "
-          f"resnet18 {cfg.image_size}px, trials={cfg.trials}, seeds={args.seeds}; NME {task.nme_norm()} %")
+          f"resnet18 {cfg.image_size}px, trials={cfg.trials}, seeds={args.seeds}, re-crops={cfg.recrop.passes} "
+          f"at zoom {cfg.recrop.zoom:g}; NME {task.nme_norm()} %")
     print(format_rows(rows, baseline))
     print(f"pretrain {pretrain_s:.0f} s, fine-tune {finetune_s:.0f} s (over every session of this work folder), "
           f"this session {time.time() - t0:.0f} s; grid {json.dumps(counts)}")
@@ -285,7 +287,8 @@ def main() -> int:
             "rows": rows, "pretrain_s": round(pretrain_s, 1), "finetune_s": round(finetune_s, 1),
             "mean_shape_nme": round(baseline, 3), "nme_norm": task.nme_norm(), "train": len(split.train),
             "test": len(split.test), "test_list": str(test), "excluded": dropped, "exclude": exclude, "data": str(data), "backbone": str(backbone),
-            "image_size": cfg.image_size, "trials": cfg.trials, "grid": counts})
+            "image_size": cfg.image_size, "trials": cfg.trials, "grid": counts,
+            "recrop": {"passes": cfg.recrop.passes, "zoom": cfg.recrop.zoom}})
     return 1 if any(codes) else 0
 
 
