@@ -10,4 +10,5 @@
 - images.py     image file suffixes, shard image members, ImageNet mean/std
 - imagemodes.py any Pillow mode (16-bit, float, CMYK, palette, alpha) → 8-bit RGB with its tones
 - licenses.py   the Flickr licence table: names and URLs
+- geometry.py   the least-squares similarity between landmark sets (curate's alignment, finetune's re-crop)
 """

@@ -70,3 +70,14 @@ def parse_part(text: str) -> tuple[int, int] | None:
     if n < 1 or not 0 <= k < n:
         raise ValueError(f"--part {text}: need 0 <= K < N")
     return k, n
+
+
+def cpu_has_bf16(cpuinfo: str = "/proc/cpuinfo") -> bool:
+    """Whether the CPU computes bf16 natively (avx512_bf16 or AMX): there, bf16 autocast trains
+    convolutions ~1.7x faster; without it oneDNN emulates bf16 and is slower than fp32."""
+    try:
+        text = open(cpuinfo).read()
+    except OSError:
+        return False
+    flags = next((line.split(":", 1)[1].split() for line in text.splitlines() if line.startswith("flags")), [])
+    return "avx512_bf16" in flags or "amx_bf16" in flags

@@ -20,6 +20,7 @@ import cv2
 import numpy as np
 from PIL import Image
 
+from facesift.common.geometry import apply_transform, similarity_transform
 from facesift.curate.config import AlignConfig
 
 cv2.setNumThreads(1)  # warps run on curate's encode threads; OpenCV's own pool would oversubscribe
@@ -35,34 +36,6 @@ def template(crop_size: int = 256, eye_distance: float = 0.25, eye_y: float = 0.
     eye_mid = unit[:2].mean(axis=0)
     s = eye_distance / (unit[1, 0] - unit[0, 0])
     return ((unit - eye_mid) * s + np.array([0.5, eye_y])) * crop_size
-
-
-def similarity_transform(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
-    """Least-squares similarity (rotation, uniform scale, translation) src → dst (Umeyama 1991).
-
-    Returns the 2×3 matrix M with dst ≈ M @ [x, y, 1].
-    """
-    src = np.asarray(src, np.float64)
-    dst = np.asarray(dst, np.float64)
-    mu_s, mu_d = src.mean(0), dst.mean(0)
-    sc, dc = src - mu_s, dst - mu_d
-    cov = dc.T @ sc / len(src)
-    u, d, vt = np.linalg.svd(cov)
-    sign = np.eye(2)
-    if np.linalg.det(u) * np.linalg.det(vt) < 0:
-        sign[1, 1] = -1
-    rot = u @ sign @ vt
-    var_s = (sc ** 2).sum() / len(src)
-    scale = (d * np.diag(sign)).sum() / var_s if var_s > 0 else 1.0
-    m = np.zeros((2, 3))
-    m[:, :2] = scale * rot
-    m[:, 2] = mu_d - scale * rot @ mu_s
-    return m
-
-
-def apply_transform(m: np.ndarray, points: np.ndarray) -> np.ndarray:
-    pts = np.asarray(points, np.float64)
-    return pts @ m[:, :2].T + m[:, 2]
 
 
 def _invert(m: np.ndarray) -> np.ndarray:

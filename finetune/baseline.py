@@ -23,9 +23,23 @@ def eval_points(task, records: list[dict]) -> np.ndarray:
     return np.stack([transform(load_image(r["path"]), r)[1].numpy() for r in records])
 
 
+_MEANS: dict[str, np.ndarray] = {}
+
+
+def mean_points(task, records: list[dict]) -> np.ndarray:
+    """The records' mean landmarks in the evaluation crop, (K, 2), kept per process: the search's
+    trials and every evaluation of a run ask for the same training records' mean, and each
+    computation reads every image."""
+    key = stable_hash({"keys": [r["key"] for r in records], "paths": [r["path"] for r in records],
+                       "size": task.cfg.image_size, "margin": task.cfg.augment.box_margin})
+    if key not in _MEANS:
+        _MEANS[key] = eval_points(task, records).mean(0)
+    return _MEANS[key]
+
+
 def mean_shape_metrics(task, train: list[dict], test: list[dict]) -> dict:
     """The task's metrics for predicting the training pool's mean shape on every test face."""
-    mean = eval_points(task, train).mean(0)
+    mean = mean_points(task, train)
     gt = eval_points(task, test)
     return task.metrics(np.repeat(mean[None], len(gt), 0), gt, test)
 

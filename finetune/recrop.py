@@ -25,6 +25,7 @@ import torch
 from PIL import Image
 
 from facesift.common.config import bounded
+from facesift.common.geometry import similarity_transform
 from facesift.finetune.augment import affine_matrix, image_box, to_tensor, warp
 
 
@@ -42,26 +43,12 @@ def canonical_shape(points: np.ndarray, size: int, zoom: float) -> np.ndarray:
     return centre + zoom * (mean - mean.mean(0))
 
 
-def similarity(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
-    """3x3 least-squares similarity (scale, rotation, shift) mapping `src` points onto `dst`."""
-    zs = src[:, 0] + 1j * src[:, 1]
-    zd = dst[:, 0] + 1j * dst[:, 1]
-    ms, md = zs.mean(), zd.mean()
-    denom = np.vdot(zs - ms, zs - ms).real
-    a = np.vdot(zs - ms, zd - md) / denom if denom > 0 else 1.0 + 0j
-    if not np.isfinite(a) or abs(a) < 1e-3:   # collapsed or NaN prediction: keep the crop's scale
-        a = 1.0 + 0j
-    b = md - a * ms
-    if not np.isfinite(b):
-        b = 0j
-    return np.array([[a.real, -a.imag, b.real], [a.imag, a.real, b.imag], [0.0, 0.0, 1.0]])
-
-
 def recrop_matrix(canonical: np.ndarray, prediction: np.ndarray, max_zoom: float = 8.0) -> np.ndarray:
     """3x3 map from the re-crop's continuous coordinates to the first crop's: the similarity
     taking the canonical shape onto the prediction (pixel centres at i + 0.5), its zoom
     limited to [1/max_zoom, max_zoom] so a wild prediction cannot blow the face up or away."""
-    a = similarity(canonical + 0.5, np.asarray(prediction, np.float64) + 0.5)
+    a = np.vstack([similarity_transform(canonical + 0.5, np.asarray(prediction, np.float64) + 0.5, min_scale=1e-3),
+                   [0.0, 0.0, 1.0]])
     s = float(np.hypot(a[0, 0], a[1, 0]))
     clipped = min(max(s, 1.0 / max_zoom), max_zoom)
     if clipped != s:

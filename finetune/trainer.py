@@ -29,7 +29,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from facesift.common.progress import progress as progress_bar
-from facesift.common.runtime import resolve_device
+from facesift.common.runtime import cpu_has_bf16, resolve_device
 from facesift.common.stopping import StopRequested, ignore_in_worker, requested
 from facesift.finetune.config import TrainConfig
 from facesift.finetune.datasets import RecordDataset
@@ -75,9 +75,14 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def _autocast(device: torch.device, enabled: bool):
-    if device.type == "cuda" and enabled:
-        return torch.autocast("cuda", dtype=torch.bfloat16)
+_warned_bf16: list[bool] = []
+
+
+def _autocast(device: torch.device, enabled: bool, cpu: bool = False):
+    """bf16 autocast on CUDA; on CPU only when asked (`train.cpu_amp`, training steps only: the
+    evaluation decodes sub-pixel peaks from the heatmaps and stays fp32)."""
+    if enabled and (device.type == "cuda" or (cpu and device.type == "cpu")):
+        return torch.autocast(device.type, dtype=torch.bfloat16)
     return contextlib.nullcontext()
 
 
@@ -135,6 +140,10 @@ def train(model: TaskModel, task, records: list[dict], hp: HParams, cfg: TrainCo
     device = device or pick_device(cfg.device)
     seed_everything(seed)
     model.to(device)
+    if cfg.cpu_amp and cfg.amp and device.type == "cpu" and not _warned_bf16 and not cpu_has_bf16():
+        _warned_bf16.append(True)
+        log.warning("train.cpu_amp: this CPU has no native bf16 (avx512_bf16/amx_bf16); bf16 autocast "
+                    "will be emulated and slower than fp32 (set train.cpu_amp=false)")
     if cfg.channels_last and device.type == "cuda":
         model.to(memory_format=torch.channels_last)
     opt, sched = make_optimizer(model, hp, cfg)
@@ -162,7 +171,7 @@ def train(model: TaskModel, task, records: list[dict], hp: HParams, cfg: TrainCo
     for step in range(start, hp.steps):
         x, y = next(data)
         x = _to_device(x, device, cfg.channels_last)
-        with _autocast(device, cfg.amp):
+        with _autocast(device, cfg.amp, cpu=cfg.cpu_amp):
             out = model(x)
             loss = task.loss(model, out, y)
             if teacher is not None:
@@ -210,13 +219,18 @@ def train(model: TaskModel, task, records: list[dict], hp: HParams, cfg: TrainCo
 def predict(model: nn.Module, task, records: list[dict], cfg: TrainConfig,
             device: torch.device | None = None, transform=None) -> tuple[np.ndarray, np.ndarray]:
     """Task predictions and (transformed) targets for `records`, in order, without augmentation
-    (`transform`: another evaluation transform, e.g. a re-crop's, whose second item comes back)."""
+    (`transform`: another evaluation transform, e.g. a re-crop's, whose second item comes back).
+    With the config's `test_flip` (landmarks) each batch is also predicted mirrored and merged."""
     device = device or pick_device(cfg.device)
     model.to(device).eval()
     preds, targets = [], []
+    mirror = getattr(task.cfg, "test_flip", False) and hasattr(task, "merge_flipped")
     for x, y in _loader(records, transform or task.transform(False), cfg.eval_batch_size, cfg.workers, 0, False):
         with _autocast(device, cfg.amp):
-            out = model(_to_device(x, device, cfg.channels_last))
+            x = _to_device(x, device, cfg.channels_last)
+            out = model(x)
+            if mirror:
+                out = task.merge_flipped(out, model(x.flip(-1)))
         preds.append(task.predict(out))
         targets.append(y.numpy())
     return np.concatenate(preds), np.concatenate(targets)
@@ -228,9 +242,9 @@ def recropped(model: nn.Module, task, records: list[dict], preds: np.ndarray, re
     again and mapped back. The canonical shape comes from `reference`, the labels the model
     was trained on (never the test labels)."""
     from facesift.finetune import recrop
-    from facesift.finetune.baseline import eval_points
+    from facesift.finetune.baseline import mean_points
     rc = task.cfg.recrop
-    canonical = recrop.canonical_shape(eval_points(task, reference), task.cfg.image_size, rc.zoom)
+    canonical = recrop.canonical_shape(mean_points(task, reference)[None], task.cfg.image_size, rc.zoom)
     transform = recrop.RecropTransform(task.cfg.image_size)
     for _ in range(rc.passes):
         recs = [dict(r, recrop=recrop.recrop_matrix(canonical, p)) for r, p in zip(records, preds)]

@@ -26,6 +26,7 @@ Resumable: re-running skips the finished pretraining, search trials and runs (al
 from __future__ import annotations
 
 import argparse
+import copy
 import fnmatch
 import json
 import logging
@@ -138,12 +139,12 @@ def pretrain(shards: Path, out: Path, config: Path, overrides: list[str], thread
     return backbone, spent
 
 
-def finetune(cfg: FinetuneConfig, out: Path, ranks: int, threads: int) -> list[int]:
+def finetune(cfg: FinetuneConfig, out: Path, ranks: int, threads: int, name: str = "recipe.yaml") -> list[int]:
     """`facesift finetune --config <recipe>` on `ranks` processes that split the grid by data point
     (each point's search and seeds on one rank), `threads // ranks` torch threads each: on 2 cores
     two single-threaded runs side by side do ~1.4x the work of one run on 2 threads."""
     from facesift.common.config import save_config
-    recipe = save_config(cfg, out / "recipe.yaml")
+    recipe = save_config(cfg, out / name)
     cmd = [str(ROOT / ".venv" / "bin" / "facesift"), "finetune", "--config", str(recipe)]
     each = max(1, threads // ranks)
     env = dict(os.environ, WORLD_SIZE=str(ranks), OMP_NUM_THREADS=str(each))
@@ -216,6 +217,9 @@ def main() -> int:
                          f"{DEFAULT_EXCLUDE} (landmarks5's files whose labels sit above the face, see "
                          "docs/finetune.md); --exclude '' keeps everything")
     ap.add_argument("--seeds", type=int, default=3)
+    ap.add_argument("--seeds-smallest", type=int, default=6, metavar="N",
+                    help="seeds at the smallest fraction (default 6; <= --seeds: no extra): its interval is "
+                         "the widest (each seed draws other faces) and its runs cost the least")
     ap.add_argument("--work", default=str(ROOT / ".bench" / "fewshot"))
     ap.add_argument("--json", help="write the rows and timings here")
     ap.add_argument("--backbone", help="use this SwAV backbone instead of pretraining one")
@@ -229,8 +233,8 @@ def main() -> int:
     ap.add_argument("--ranks", type=int, default=2, help="fine-tuning processes sharing --threads (default 2)")
     args = ap.parse_args()
     setup_logging(0)
-    if args.seeds < 1 or args.ranks < 1 or args.threads < 1:
-        print("bench_fewshot: --seeds, --ranks and --threads must be >= 1", file=sys.stderr)
+    if args.seeds < 1 or args.ranks < 1 or args.threads < 1 or args.seeds_smallest < 0:
+        print("bench_fewshot: --seeds, --ranks and --threads must be >= 1, --seeds-smallest >= 0", file=sys.stderr)
         return 2
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
@@ -267,6 +271,12 @@ def main() -> int:
     finetune_s = json.loads(timing.read_text())["seconds"] if timing.exists() else 0.0
     t1 = time.time()
     codes = finetune(cfg, ft_out, args.ranks, args.threads)
+    if args.seeds_smallest > args.seeds and not any(codes):
+        # the same grid again at the smallest fraction only: its searches and first seeds are on disk
+        # (a run's identity holds neither the seed count nor the fraction list), the new seeds run
+        extra = copy.deepcopy(cfg)
+        extra.fractions, extra.seeds = [min(cfg.fractions)], args.seeds_smallest
+        codes = finetune(extra, ft_out, args.ranks, args.threads, name="recipe-smallest.yaml")
     finetune_s += time.time() - t1
     atomic_write_json(timing, {"seconds": finetune_s})
     counts = {"ranks": args.ranks, "exit_codes": codes}
@@ -277,7 +287,8 @@ def main() -> int:
     baseline = cached_mean_shape(task, split.train, split.test, ft_out)[task.primary]
     print()
     print(f"few-shot landmarks, held-out faces: {len(split.train)} training / {len(split.test)} test ({test}); "
-          f"resnet18 {cfg.image_size}px, trials={cfg.trials}, seeds={args.seeds}, re-crops={cfg.recrop.passes} "
+          f"resnet18 {cfg.image_size}px, trials={cfg.trials}, seeds={args.seeds} "
+          f"({max(args.seeds, args.seeds_smallest)} at {100 * min(cfg.fractions):g} %), test flip={cfg.test_flip}, re-crops={cfg.recrop.passes} "
           f"at zoom {cfg.recrop.zoom:g}; NME {task.nme_norm()} %")
     print(format_rows(rows, baseline))
     print(f"pretrain {pretrain_s:.0f} s, fine-tune {finetune_s:.0f} s (over every session of this work folder), "
@@ -288,7 +299,8 @@ def main() -> int:
             "mean_shape_nme": round(baseline, 3), "nme_norm": task.nme_norm(), "train": len(split.train),
             "test": len(split.test), "test_list": str(test), "excluded": dropped, "exclude": exclude, "data": str(data), "backbone": str(backbone),
             "image_size": cfg.image_size, "trials": cfg.trials, "grid": counts,
-            "recrop": {"passes": cfg.recrop.passes, "zoom": cfg.recrop.zoom}})
+            "recrop": {"passes": cfg.recrop.passes, "zoom": cfg.recrop.zoom}, "test_flip": cfg.test_flip,
+            "seeds": args.seeds, "seeds_smallest": max(args.seeds, args.seeds_smallest)})
     return 1 if any(codes) else 0
 
 

@@ -80,7 +80,7 @@ if [ -f "$WORK/ckpt/backbone.pt" ]; then FT_INITS="scratch,$WORK/ckpt/backbone.p
 else echo "finetune: no $WORK/ckpt/backbone.pt yet, fine-tuning from scratch only"; fi
 facesift finetune --config configs/finetune-fewshot.yaml --data "$SAMPLE/landmarks5" --inits "$FT_INITS" \
   --seeds 1 --trials 1 --out "$WORK/finetune" \
-  --set "search.steps=[${FT_STEPS:-400}]" --set search.steps_images=480 \
+  --set "search.steps=[${FT_STEPS:-600}]" --set search.steps_images=480 \
   --set train.workers=0 --set train.threads=2
 facesift curve "$WORK/finetune/results"
 

@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from facesift.curate.align import align_face, apply_transform, resize_center_crop, similarity_transform, template
+from facesift.common.geometry import apply_transform, similarity_transform
+from facesift.curate.align import align_face, resize_center_crop, template
 from facesift.curate.config import AlignConfig
 from facesift.curate.filters import estimate_yaw
 

@@ -12,20 +12,10 @@ import torch
 from facesift.finetune import grid, trainer
 from facesift.finetune.augment import AugmentConfig, LandmarkTransform, affine_matrix, image_box, random_params, warp
 from facesift.finetune.datasets import load_image
-from facesift.finetune.recrop import RecropTransform, canonical_shape, map_back, recrop_matrix, similarity
+from facesift.finetune.recrop import RecropTransform, canonical_shape, map_back, recrop_matrix
 from facesift.finetune.tasks import load_task
 
 from tests.finetune.conftest import tiny_cfg
-
-
-def test_similarity_recovers_a_known_map():
-    rng = np.random.default_rng(0)
-    src = rng.uniform(0, 40, (5, 2))
-    s, a, t = 1.7, math.radians(23), np.array([4.0, -7.5])
-    rot = s * np.array([[math.cos(a), -math.sin(a)], [math.sin(a), math.cos(a)]])
-    got = similarity(src, src @ rot.T + t)
-    np.testing.assert_allclose(got[:2, :2], rot, atol=1e-9)
-    np.testing.assert_allclose(got[:2, 2], t, atol=1e-9)
 
 
 def test_recrop_puts_the_prediction_on_the_canonical_shape(tiny_landmarks):

@@ -1,0 +1,33 @@
+"""train.cpu_amp: the training steps run in bf16 on CPU, the evaluation stays fp32."""
+from __future__ import annotations
+
+import math
+
+import torch
+
+from facesift.finetune import trainer
+from facesift.finetune.tasks import load_task
+from facesift.finetune.trainer import HParams
+
+from tests.finetune.conftest import tiny_cfg
+
+
+def _conv_dtypes(model):
+    seen = []
+    model.trunk.conv1.register_forward_hook(lambda mod, inp, out: seen.append(out.dtype))
+    return seen
+
+
+def test_cpu_amp_trains_in_bf16_and_predicts_in_fp32(tmp_path, tiny_landmarks):
+    cfg = tiny_cfg(tmp_path, task="landmarks", data=str(tiny_landmarks))
+    task, split = load_task(cfg)
+    for cpu_amp, want in ((False, torch.float32), (True, torch.bfloat16)):
+        cfg.train.cpu_amp = cpu_amp
+        model = trainer.build_model(task, "scratch", "resnet18")
+        seen = _conv_dtypes(model)
+        losses = trainer.train(model, task, split.train, HParams(1e-3, 3, 1.0), cfg.train, seed=0,
+                               device=torch.device("cpu"))
+        assert set(seen) == {want} and all(math.isfinite(v) for v in losses)
+        seen.clear()
+        preds, _ = trainer.predict(model, task, split.test[:4], cfg.train, device=torch.device("cpu"))
+        assert set(seen) == {torch.float32} and preds.dtype.name == "float32"
