@@ -19,7 +19,7 @@ from PIL import Image
 
 from facesift.common.config import bounded
 from facesift.common.images import IMAGENET_MEAN as MEAN, IMAGENET_STD as STD
-from facesift.finetune.datasets import FLIP_PAIRS
+from facesift.finetune.datasets import FLIP_PAIRS, flip_pairs
 
 
 
@@ -89,11 +89,8 @@ def warp(image: Image.Image, points: np.ndarray | None, matrix: np.ndarray, out_
 
 def flip_points(points: np.ndarray) -> np.ndarray:
     """Swap left/right correspondences after a mirror (the coordinates are already mirrored)."""
-    pairs = FLIP_PAIRS.get(len(points))
-    if pairs is None:
-        raise ValueError(f"no left/right correspondence known for {len(points)} points; disable flips")
     out = points.copy()
-    for a, b in pairs:
+    for a, b in flip_pairs(len(points)):
         out[[a, b]] = points[[b, a]]
     return out
 

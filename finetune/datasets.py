@@ -37,6 +37,17 @@ FLIP_PAIRS = {
          + [(31, 35), (32, 34)] + [(36, 45), (37, 44), (38, 43), (39, 42), (40, 47), (41, 46)]
          + [(48, 54), (49, 53), (50, 52), (55, 59), (56, 58), (60, 64), (61, 63), (65, 67)]),
 }
+
+
+def flip_pairs(num_points: int, what: str = "flips") -> list[tuple[int, int]]:
+    """The left/right correspondence for `num_points` landmarks; a clear error for an unknown
+    layout, because mirroring without swapping would teach (or score) left eyes as right ones."""
+    pairs = FLIP_PAIRS.get(num_points)
+    if pairs is None:
+        raise ValueError(f"{what}: no left/right correspondence known for {num_points} points; disable it")
+    return pairs
+
+
 # indices of the two points whose distance normalises NME "inter-ocular" (outer eye corners for 68)
 OCULAR = {5: (0, 1), 68: (36, 45), 19: (6, 11), 98: (60, 72)}
 

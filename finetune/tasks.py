@@ -94,8 +94,8 @@ class LandmarkTask(Task):
         super().__init__(cfg, info)
         if "num_points" in info:   # a wrong nme_norm fails here (exit 2), not after every run's training
             metrics.resolve_nme_norm(cfg.nme_norm, info["num_points"])
-            if cfg.test_flip and info["num_points"] not in ds.FLIP_PAIRS:
-                raise ValueError(f"test_flip: no left/right correspondence known for {info['num_points']} points")
+            if cfg.test_flip:
+                ds.flip_pairs(info["num_points"], "test_flip")
 
     def transform(self, train: bool):
         return LandmarkTransform(self.cfg.image_size, self.cfg.augment, train)
@@ -139,7 +139,7 @@ class LandmarkTask(Task):
         points swapped. Mirroring is exact on the heatmap grid: input pixel x <-> W - 1 - x
         is heatmap pixel j <-> W/4 - 1 - j at stride 4 (decode.py's pixel centres)."""
         perm = list(range(out.shape[1]))
-        for a, b in ds.FLIP_PAIRS[out.shape[1]]:
+        for a, b in ds.flip_pairs(out.shape[1], "test_flip"):
             perm[a], perm[b] = b, a
         return 0.5 * (out + out_mirrored.flip(-1)[:, perm])
 

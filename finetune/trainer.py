@@ -16,6 +16,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import math
 import random
@@ -75,7 +76,11 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-_warned_bf16: list[bool] = []
+@functools.lru_cache(maxsize=1)
+def _warn_no_bf16() -> None:
+    """Once per process: the warning would otherwise repeat for every trial and seed."""
+    log.warning("train.cpu_amp: this CPU has no native bf16 (avx512_bf16/amx_bf16); bf16 autocast "
+                "will be emulated and slower than fp32 (set train.cpu_amp=false)")
 
 
 def _autocast(device: torch.device, enabled: bool, cpu: bool = False):
@@ -140,10 +145,8 @@ def train(model: TaskModel, task, records: list[dict], hp: HParams, cfg: TrainCo
     device = device or pick_device(cfg.device)
     seed_everything(seed)
     model.to(device)
-    if cfg.cpu_amp and cfg.amp and device.type == "cpu" and not _warned_bf16 and not cpu_has_bf16():
-        _warned_bf16.append(True)
-        log.warning("train.cpu_amp: this CPU has no native bf16 (avx512_bf16/amx_bf16); bf16 autocast "
-                    "will be emulated and slower than fp32 (set train.cpu_amp=false)")
+    if cfg.cpu_amp and cfg.amp and device.type == "cpu" and not cpu_has_bf16():
+        _warn_no_bf16()
     if cfg.channels_last and device.type == "cuda":
         model.to(memory_format=torch.channels_last)
     opt, sched = make_optimizer(model, hp, cfg)

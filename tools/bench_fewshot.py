@@ -32,6 +32,7 @@ import json
 import logging
 import math
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -150,7 +151,30 @@ def finetune(cfg: FinetuneConfig, out: Path, ranks: int, threads: int, name: str
     env = dict(os.environ, WORLD_SIZE=str(ranks), OMP_NUM_THREADS=str(each))
     procs = [subprocess.Popen(cmd + ["--set", f"train.threads={each}"],
                               env=dict(env, RANK=str(r), LOCAL_RANK=str(r)), cwd=ROOT) for r in range(ranks)]
-    return [p.wait() for p in procs]
+    try:
+        return [p.wait() for p in procs]
+    finally:   # interrupted (Ctrl-C, SIGTERM): ranks left running would hold the cores for hours
+        stop_all(procs)
+
+
+def stop_all(procs: list[subprocess.Popen], grace_s: float = 60.0) -> None:
+    """SIGTERM what still runs (each rank checkpoints its run and exits), SIGKILL after `grace_s`."""
+    for p in procs:
+        if p.poll() is None:
+            p.terminate()
+    for p in procs:
+        try:
+            p.wait(timeout=grace_s)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait()
+
+
+def exit_on_sigterm() -> None:
+    """SIGTERM (`kill`, a scheduler) unwinds like Ctrl-C, so the `finally` above stops the ranks."""
+    def handler(signum, frame):
+        raise SystemExit(128 + signum)
+    signal.signal(signal.SIGTERM, handler)
 
 
 def collapse_report(ckpt: Path) -> str:
@@ -233,6 +257,7 @@ def main() -> int:
     ap.add_argument("--ranks", type=int, default=2, help="fine-tuning processes sharing --threads (default 2)")
     args = ap.parse_args()
     setup_logging(0)
+    exit_on_sigterm()
     if args.seeds < 1 or args.ranks < 1 or args.threads < 1 or args.seeds_smallest < 0:
         print("bench_fewshot: --seeds, --ranks and --threads must be >= 1, --seeds-smallest >= 0", file=sys.stderr)
         return 2

@@ -63,3 +63,18 @@ def test_intervals_and_table(bench):
     assert "1.050" in hundred and "overlap" in hundred
     lines = bench.format_rows(rows, mean_shape=20.0).splitlines()
     assert "yes/yes" in lines[1] and "NO/NO" in lines[2]     # 100 % beats 20 %, 2 % does not
+
+
+def test_stop_all_ends_ranks_left_running(bench):
+    """An interrupted bench must not leave its fine-tuning ranks holding the cores."""
+    import subprocess
+    done = subprocess.Popen([sys.executable, "-c", "pass"])
+    done.wait()
+    stubborn = subprocess.Popen([sys.executable, "-c",
+                                 "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); "
+                                 "print('ready', flush=True); time.sleep(600)"], stdout=subprocess.PIPE)
+    polite = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
+    assert stubborn.stdout.readline().strip() == b"ready"   # its SIGTERM handler is in place
+    bench.stop_all([done, stubborn, polite], grace_s=0.5)
+    assert polite.returncode == -15 and stubborn.returncode == -9 and done.returncode == 0
+    stubborn.stdout.close()
