@@ -91,6 +91,9 @@ class DataConfig:
     keys: str = ""                    # optional key list (one key per line, e.g. from `shards split`)
     augment_on_device: bool = False   # workers only decode; crops, colour, blur, normalise on the training device
     prefetch_factor: int = bounded(4, 1)
+    pose_balance: bool = False        # flatten the yaw histogram (pretrain/posebalance.py; needs curate's yaw)
+    pose_bins: int = bounded(6, 2, 36)          # equal-width yaw bins over [-90, 90] degrees
+    pose_cap: float = bounded(4.0, 1.0)         # no bin kept at more than this × its natural rate
 
 
 @dataclass

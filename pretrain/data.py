@@ -41,6 +41,7 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 from facesift.pretrain.config import CropConfig, DataConfig
 from facesift.pretrain.multicrop import (augment_batch, collate_crops, collate_images, crop_plan, geometric_crops,
                                 image_and_boxes)
+from facesift.pretrain.posebalance import PoseTable, keep_sample, sample_yaw
 from facesift.shards.index import index_location, read_index, shard_urls
 from facesift.shards.damaged import describe
 from facesift.shards.reader import DamagedShard, iter_keys, iter_samples
@@ -55,9 +56,15 @@ class DataError(ValueError):
 
 
 class _ImageExtensions:
-    """The members a training sample needs (any case, like webdataset's lower-cased suffixes)."""
+    """The members a training sample needs (any case, like webdataset's lower-cased suffixes);
+    with `metadata`, the json member too (the pose balance reads its yaw)."""
+
+    def __init__(self, metadata: bool = False):
+        self.metadata = metadata
 
     def __contains__(self, ext: object) -> bool:
+        if self.metadata and isinstance(ext, str) and ext.lower() == "json":
+            return True
         return isinstance(ext, str) and ext.lower() in IMAGE_KEYS
 
 
@@ -137,8 +144,9 @@ class ShardStream(IterableDataset):
 
     def __init__(self, urls: list[str], crops: CropConfig, data: DataConfig, batch_size: int, seed: int,
                  epoch: int, rank: int = 0, world_size: int = 1, keys: set[str] | None = None,
-                 state: StreamState | None = None, on_device: bool = False):
+                 state: StreamState | None = None, on_device: bool = False, pose: PoseTable | None = None):
         self.urls, self.crops, self.data = urls, crops, data
+        self.pose = pose    # data.pose_balance: keep probabilities by yaw bin
         self.batch_size, self.seed, self.epoch = batch_size, seed, epoch
         self.rank, self.world_size, self.keys = rank, world_size, keys
         self.state = state or StreamState()
@@ -183,7 +191,7 @@ class ShardStream(IterableDataset):
             url = source["url"]
             tried.add(url)
             try:
-                for sample in iter_samples(url, _ImageExtensions()):
+                for sample in iter_samples(url, _ImageExtensions(metadata=self.pose is not None)):
                     produced = True
                     yield sample
             except DamagedShard as exc:
@@ -204,6 +212,9 @@ class ShardStream(IterableDataset):
         samples = self._samples(self._shard_source(role, n_roles, rng), candidates, found)
         if self.keys is not None:
             samples = (s for s in samples if s.get("__key__") in self.keys)
+        if self.pose is not None:   # before the shuffle: the kept stream is a function of (seed, epoch)
+            samples = (s for s in samples
+                       if keep_sample(self.pose, s.get("__key__", ""), sample_yaw(s), self.seed, self.epoch))
         samples = _seeded_shuffle(samples, self.data.shuffle_buffer, rng)
         skip = self.state.consumed.get(role, 0) if self.state.num_workers == n_roles else 0
         batch_index = self.state.batches.get(role, 0) if self.state.num_workers == n_roles else 0
@@ -254,7 +265,8 @@ def _worker_init(_: int) -> None:
 
 def make_loader(urls: list[str], crops: CropConfig, data: DataConfig, batch_size: int, seed: int,
                 epoch: int, steps: int, rank: int = 0, world_size: int = 1, keys: set[str] | None = None,
-                state: StreamState | None = None, pin_memory: bool = False) -> "EpochLoader":
+                state: StreamState | None = None, pin_memory: bool = False,
+                pose: PoseTable | None = None) -> "EpochLoader":
     """`steps` batches of this rank's stream for one epoch (fewer when resuming mid-epoch)."""
     state = state or StreamState(num_workers=max(1, data.workers))
     if steps <= state.steps:  # an epoch of no batches is a bug upstream (webdataset read it as endless)
@@ -263,7 +275,7 @@ def make_loader(urls: list[str], crops: CropConfig, data: DataConfig, batch_size
         log.warning("resuming with %d workers instead of %d: this epoch continues on fresh streams "
                     "(not sample-exact)", data.workers, state.num_workers)
     ds = ShardStream(urls, crops, data, batch_size, seed, epoch, rank, world_size, keys, state,
-                     on_device=data.augment_on_device)
+                     on_device=data.augment_on_device, pose=pose)
     kwargs = dict(batch_size=None, num_workers=data.workers, pin_memory=pin_memory)
     if data.workers > 0:
         kwargs.update(prefetch_factor=data.prefetch_factor, worker_init_fn=_worker_init)

@@ -44,12 +44,14 @@ from facesift.pretrain.config import PretrainConfig, add_args
 from facesift.pretrain.data import count_samples, make_loader, read_keys
 from facesift.pretrain.multicrop import augment_batch, crop_plan, cut_crops
 from facesift.pretrain.optim import LARS, lr_at, param_groups, scaled_lr
+from facesift.pretrain.posebalance import PoseTable, pose_table, yaw_counts
+from facesift.pretrain.posebalance import describe as describe_pose
 from facesift.pretrain.swav import (CollapseWatch, SwAVModel, SwAVStats, drop_prototype_grads, make_queue,
                                     normalize_prototypes, swav_loss)
 from facesift.pretrain.trainlog import TrainLog
 from facesift.shards.damaged import DAMAGED_EXIT
 from facesift.shards.index import shard_urls
-from facesift.common.atomic import remove_stale_temps
+from facesift.common.atomic import atomic_write_json, remove_stale_temps
 from facesift.common.config import resolve, save_config
 from facesift.common.lock import LOCK_NAME, LockHeld, output_lock
 from facesift.common.runtime import env_rank
@@ -209,6 +211,17 @@ def run_lock(out: str | Path, di: D.DistInfo) -> Iterator[None]:
         yield
 
 
+def pose_balance(cfg: PretrainConfig, urls: list[str], keys: set[str] | None) -> PoseTable | None:
+    """`data.pose_balance`: the keep table from the shards' yaw histogram (json members only).
+    Every rank counts the same shards, so every rank builds the same table without a collective."""
+    if not cfg.data.pose_balance:
+        return None
+    counts, missing = yaw_counts(urls, cfg.data.pose_bins, keys)
+    table = pose_table(counts, missing, cfg.data.pose_cap)
+    log.info("%s", describe_pose(table))
+    return table
+
+
 def _train(cfg: PretrainConfig, resume: bool, di: D.DistInfo, stopper: GracefulStop) -> dict:
     if not cfg.shards:
         raise ValueError("no shards given: --shards DIR (or set shards: in the config)")
@@ -225,7 +238,10 @@ def _train(cfg: PretrainConfig, resume: bool, di: D.DistInfo, stopper: GracefulS
     state = (resume_checkpoint(out, core, optimizer, scaler, sched.steps_per_epoch, di, cfg.data.workers, cfg)
              if resume else RunState(fresh_stream(cfg.data.workers)))
     note_damage(state.damaged, counted_damage, di.main)
+    pose = pose_balance(cfg, urls, keys)
     _prepare_out(cfg, di)  # only now: a run refused above leaves --out as it was
+    if pose is not None and di.main:
+        atomic_write_json(out / "pose_balance.json", pose.as_dict())
     checkpoint = functools.partial(save_checkpoint, out, state, core, optimizer, scaler, cfg,
                                    sched.steps_per_epoch, di)
     if cfg.compile:
@@ -245,7 +261,7 @@ def _train(cfg: PretrainConfig, resume: bool, di: D.DistInfo, stopper: GracefulS
         steps_this_epoch = min(sched.steps_per_epoch, state.stream.steps + (sched.stop_step - state.step))
         loader = make_loader(urls, cfg.crops, cfg.data, cfg.data.batch_size, cfg.seed, state.epoch,
                              steps_this_epoch, di.rank, di.world_size, keys, state.stream,
-                             pin_memory=device.type == "cuda")
+                             pin_memory=device.type == "cuda", pose=pose)
         for batch in metrics.timed(_unless_stopping(loader, stopper)):
             lr = sched.lr(state.step)
             if cfg.data.augment_on_device:

@@ -10,6 +10,10 @@ One run, same images, same loopback server, printing a table and two ratios:
    Two facesift rows: `facesift` with its defaults (every crop also gets the sharpness, pHash
    and dHash that img2dataset does not compute) and `facesift-lean` with
    `--set filter.measures=false` (the same work as img2dataset: no per-crop measures).
+   A `ceiling` row times the same images through curate's own decode, resize and encode
+   functions on one process per core with nothing else (no download, queue or shards), and
+   each facesift row's share of it is printed. Goal ≥ 70 %: the pipeline around the pixel
+   work must cost less than a third of it.
 2. end-to-end curate (download → detect → align → shard) vs the same detector alone on the
    same images pre-decoded, same batch size, run the way curate runs it (its detector workers
    side by side, `curate.detect.parallelism`): pipeline efficiency = pipeline ÷ detector
@@ -328,6 +332,36 @@ def _detector_alone_here(paths: list[Path], batch: int, workers: int, threads: i
     return {"seconds": time.perf_counter() - start, "faces": faces, "cpu": time.process_time() - cpu}
 
 
+def _ceiling_one(path: str) -> int:
+    """Decode (JPEG draft at 256, as curate's `--detector none`), centre-crop to 256, encode q95."""
+    import io
+
+    from PIL import Image
+
+    from facesift.curate.align import resize_center_crop
+    from facesift.curate.download import decode_pil
+    image = resize_center_crop(decode_pil(Path(path).read_bytes(), 10**9, draft=256), 256)
+    buf = io.BytesIO()
+    image.save(buf, "JPEG", quality=95)
+    return buf.tell()
+
+
+def ceiling(paths: list[Path], cores: int) -> float:
+    """Part 1's ceiling: the same images through curate's own decode, resize and encode functions,
+    one process per core, no downloads, no queues, no shard writing. Seconds for all of them
+    (the pool is started and warmed first: its start-up is not part of the work)."""
+    import concurrent.futures as cf
+    import multiprocessing as mp
+    with cf.ProcessPoolExecutor(cores, mp_context=mp.get_context("spawn")) as pool:
+        list(pool.map(_ceiling_one, [str(p) for p in paths[:cores]]))     # imports and first calls
+        start = time.perf_counter()
+        written = sum(pool.map(_ceiling_one, [str(p) for p in paths], chunksize=8))
+        seconds = time.perf_counter() - start
+    if written <= 0:
+        raise SystemExit("ceiling: nothing encoded")
+    return seconds
+
+
 # ---- the run -----------------------------------------------------------------------------------
 
 def main(argv: list[str] | None = None) -> int:
@@ -382,6 +416,8 @@ def main(argv: list[str] | None = None) -> int:
     tools = [] if "part1" in args.skip else \
         ["facesift"] + ([] if "lean" in args.skip else ["facesift-lean"]) + (["img2dataset"] if exe else [])
     part1: dict[str, list[Timing]] = {t: [] for t in tools}
+    ceilings: list[float] = []
+    cores = os.cpu_count() or 1
     part2 = None
 
     with static_server(www) as base:
@@ -404,6 +440,9 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"  {tool:<12} run {r + 1}: wall {t.wall:6.2f} s, work {t.window:6.2f} s "
                       f"({t.tail:5.2f} s after the last download), exit {t.exit:5.2f} s, "
                       f"cpu {t.cpu:5.1f} s, {t.written} written", flush=True)
+            ceilings.append(ceiling([www / p for p in paths], cores))
+            print(f"  {'ceiling':<12} run {r + 1}: {ceilings[-1]:6.2f} s (decode+resize+encode, {cores} processes)",
+                  flush=True)
         if "part2" not in args.skip:
             print(f"part 2: {ndet} images, mtcnn on {args.device}, batch {args.batch_size}, "
                   f"{args.repeat_detect} run(s) each ...", flush=True)
@@ -457,6 +496,12 @@ def main(argv: list[str] | None = None) -> int:
               + ("   (defaults: sharpness + pHash + dHash per crop)" if not extra else
                  "   (no per-crop sharpness/pHash/dHash, like img2dataset)"))
     if tools:
+        top = min(ceilings)
+        print(f"  {'ceiling':<15}{n:>8}{'':>9}{top:>9.2f}{n / top:>14.1f}{'':>14}{'':>8}   (the same images "
+              f"decoded, resized and JPEG-encoded by curate's own functions on {cores} processes: no "
+              "download, queue or shards)")
+        for tool in (t for t in tools if t in FACESIFT_VARIANTS):
+            print(f"  {tool} share of the ceiling: {top / best[tool].window:.0%} on work time   (goal >= 70%)")
         print("  work = first image request to the last output file written (no start-up, imports or exit);"
               " wall = the whole command")
     if part2:

@@ -148,3 +148,42 @@ def test_hue_rotation_keeps_luma_and_turns_chroma():
     luma = torch.tensor([0.299, 0.587, 0.114])
     torch.testing.assert_close(luma @ mat[1], luma, atol=1e-5, rtol=0)
     assert (mat[1] - torch.eye(3)).abs().max() > 0.1 and torch.allclose(off, torch.zeros(3, 3))
+
+
+def _lars_reference(params, grads_per_step, lr, mom, wd, tc, eps=1e-8):
+    """LARC's update written out per tensor, to check the multi-tensor step against."""
+    params = [p.clone() for p in params]
+    bufs = [None] * len(params)
+    for grads in grads_per_step:
+        for i, (w, g) in enumerate(zip(params, grads)):
+            wn, gn = w.norm(), g.norm()
+            scale = tc * wn / (gn + wd * wn + eps) if wn > 0 and gn > 0 else torch.tensor(1.0)
+            d = (g + wd * w) * scale
+            bufs[i] = d.clone() if bufs[i] is None else bufs[i] * mom + d
+            params[i] = w - lr * bufs[i]
+    return params
+
+
+def test_lars_multi_tensor_step_matches_the_per_tensor_update():
+    gen = torch.Generator().manual_seed(0)
+    shapes = [(8, 4, 3, 3), (8,), (5, 8), (5,)]
+    params = [torch.nn.Parameter(torch.randn(s, generator=gen)) for s in shapes]
+    params[1].data.zero_()                       # ||w|| = 0: no adaptation, the plain SGD step
+    start = [p.detach().clone() for p in params]
+    steps = [[torch.randn(s, generator=gen) for s in shapes] for _ in range(3)]
+    steps[1][2].zero_()                          # ||g|| = 0 on one step
+    opt = LARS(params, lr=0.5, momentum=0.9, weight_decay=1e-4, trust_coefficient=0.02)
+    for grads in steps:
+        for p, g in zip(params, grads):
+            p.grad = g.clone()
+        opt.step()
+        assert all(torch.equal(p.grad, g) for p, g in zip(params, grads))   # gradients left as they were
+    want = _lars_reference(start, steps, lr=0.5, mom=0.9, wd=1e-4, tc=0.02)
+    for p, w in zip(params, want):
+        torch.testing.assert_close(p.detach(), w)
+    # a parameter without a gradient is left alone and gets no state
+    frozen = torch.nn.Parameter(torch.ones(3))
+    opt2 = LARS([frozen, params[0]], lr=0.1)
+    params[0].grad = torch.ones_like(params[0])
+    opt2.step()
+    assert torch.equal(frozen.detach(), torch.ones(3)) and frozen not in opt2.state
