@@ -137,15 +137,17 @@ def main() -> int:
     timing = ft_out / "bench-seconds.json"
     finetune_s = json.loads(timing.read_text())["seconds"] if timing.exists() else 0.0
     t1 = time.time()
-    codes = finetune(cfg, ft_out, args.ranks, args.threads)
-    if args.seeds_smallest > args.seeds and not any(codes):
-        # the same grid again at the smallest fraction only: its searches and first seeds are on disk
-        # (a run's identity holds neither the seed count nor the fraction list), the new seeds run
-        extra = copy.deepcopy(cfg)
-        extra.fractions, extra.seeds = [min(cfg.fractions)], args.seeds_smallest
-        codes = finetune(extra, ft_out, args.ranks, args.threads, name="recipe-smallest.yaml")
-    finetune_s += time.time() - t1
-    atomic_write_json(timing, {"seconds": finetune_s})
+    try:   # an interrupted session's time counts too: the next session resumes its grid
+        codes = finetune(cfg, ft_out, args.ranks, args.threads)
+        if args.seeds_smallest > args.seeds and not any(codes):
+            # the same grid again at the smallest fraction only: its searches and first seeds are on disk
+            # (a run's identity holds neither the seed count nor the fraction list), the new seeds run
+            extra = copy.deepcopy(cfg)
+            extra.fractions, extra.seeds = [min(cfg.fractions)], args.seeds_smallest
+            codes = finetune(extra, ft_out, args.ranks, args.threads, name="recipe-smallest.yaml")
+    finally:
+        finetune_s += time.time() - t1
+        atomic_write_json(timing, {"seconds": finetune_s})
     counts = {"ranks": args.ranks, "exit_codes": codes}
     if any(codes):
         log.error("fine-tuning exited %s", codes)
