@@ -157,6 +157,9 @@ def main(argv=None) -> int:
                     help="after the synthetic timing, profile this many steps (torch.profiler) and print the op table")
     ap.add_argument("--skip-real", action="store_true", help="the synthetic steps only")
     args = ap.parse_args(argv)
+    if args.profile_steps < 0:
+        print(f"--profile-steps must be >= 0, got {args.profile_steps}")
+        return 2
     device = torch.device(args.device)
     if device.type == "cuda" and not torch.cuda.is_available():
         print("CUDA is not available: run on a GPU machine, or --device cpu --tiny for a smoke test")
