@@ -115,17 +115,23 @@ def member_jpeg(member: Member, path: str | Path, seed: int = 0) -> bytes:
     return buf.getvalue()
 
 
-def write_set(members: Iterable[Member], paths: dict[str, str], out: str | Path, name: str, seed: int = 0) -> Path:
-    """The set as webdataset shards (jpg + json {source, edit}); written once: an existing
-    finished index is the set (the writer's own index makes an interrupted build restart clean)."""
+def write_set(members: Iterable[Member], paths: dict[str, str], out: str | Path, name: str, seed: int = 0,
+              yaws: dict[str, float] | None = None) -> Path:
+    """The set as webdataset shards (jpg + json {source, edit}, and the source's `yaw` where
+    `yaws` has it, as curate stores it, so `data.pose_balance` can run on the set: a copy keeps
+    its original's head pose). Written once: an existing finished index is the set (the
+    writer's own index makes an interrupted build restart clean)."""
     from facesift.shards.writer import ShardWriter
     out = Path(out)
     if (out / "index.json").exists():
         return out
+    yaws = yaws or {}
     with ShardWriter(out, maxcount=2000, name=name) as writer:
         for m in members:
-            writer.write_group([{"__key__": m.key, "jpg": member_jpeg(m, paths[m.source], seed),
-                                 "json": {"source": m.source, "edit": m.edit, "study": name}}])
+            meta = {"source": m.source, "edit": m.edit, "study": name}
+            if m.source in yaws:
+                meta["yaw"] = round(float(yaws[m.source]), 2)
+            writer.write_group([{"__key__": m.key, "jpg": member_jpeg(m, paths[m.source], seed), "json": meta}])
     return out
 
 

@@ -1,5 +1,6 @@
 """Point-set geometry shared by curate (aligning faces to a template) and finetune (re-cropping
-around a predicted face): the least-squares similarity between two landmark sets.
+around a predicted face): the least-squares similarity between two landmark sets, and the
+measures of a 5-point face (eye distance, a rough yaw) that curate stores and finetune reports by.
 
 One implementation, because both stages feed it landmarks that can be degenerate (a detector's
 collapsed points, a weak model's NaN or all-in-one-place prediction); the guards live here.
@@ -46,3 +47,21 @@ def apply_transform(m: np.ndarray, points: np.ndarray) -> np.ndarray:
     """`points` (N, 2) through the 2x3 matrix `m`."""
     pts = np.asarray(points, np.float64)
     return pts @ m[:, :2].T + m[:, 2]
+
+
+def interocular(landmarks: np.ndarray) -> np.ndarray:
+    lm = np.asarray(landmarks, np.float64).reshape(-1, 5, 2)
+    return np.linalg.norm(lm[:, 1] - lm[:, 0], axis=1)
+
+
+def estimate_yaw(landmarks: np.ndarray) -> np.ndarray:
+    """Degrees per face: the nose tip's offset from the eye/mouth midline along the eye axis,
+    relative to half the eye distance, through atan (0 frontal, +-90 profile; positive = nose
+    towards the image's right). Curate stores it per face; finetune splits test faces by it."""
+    lm = np.asarray(landmarks, np.float64).reshape(-1, 5, 2)
+    axis = lm[:, 1] - lm[:, 0]
+    half = np.linalg.norm(axis, axis=1) / 2
+    unit = axis / np.maximum(half * 2, 1e-6)[:, None]
+    mid = (lm[:, 0] + lm[:, 1] + lm[:, 3] + lm[:, 4]) / 4
+    offset = ((lm[:, 2] - mid) * unit).sum(axis=1)
+    return np.degrees(np.arctan2(offset, np.maximum(half, 1e-6)))

@@ -19,27 +19,12 @@ import numpy as np
 import scipy.fft
 from PIL import Image, ImageFilter, ImageStat
 
+from facesift.common.geometry import estimate_yaw, interocular
 from facesift.curate.config import FilterConfig
 from facesift.curate.detections import Detections
 
 MEASURE_SIDE = 128  # crops are box-reduced to ≥ this before measuring (see crop_measures)
 PHASH_SIDE = 32  # imagehash.phash's own thumbnail side (hash_size 8 × highfreq_factor 4)
-
-
-def interocular(landmarks: np.ndarray) -> np.ndarray:
-    lm = np.asarray(landmarks, np.float64).reshape(-1, 5, 2)
-    return np.linalg.norm(lm[:, 1] - lm[:, 0], axis=1)
-
-
-def estimate_yaw(landmarks: np.ndarray) -> np.ndarray:
-    """Degrees per face; see the module docstring."""
-    lm = np.asarray(landmarks, np.float64).reshape(-1, 5, 2)
-    axis = lm[:, 1] - lm[:, 0]
-    half = np.linalg.norm(axis, axis=1) / 2
-    unit = axis / np.maximum(half * 2, 1e-6)[:, None]
-    mid = (lm[:, 0] + lm[:, 1] + lm[:, 3] + lm[:, 4]) / 4
-    offset = ((lm[:, 2] - mid) * unit).sum(axis=1)
-    return np.degrees(np.arctan2(offset, np.maximum(half, 1e-6)))
 
 
 def crop_measures(crop: Image.Image) -> tuple[float, str, str]:

@@ -7,11 +7,12 @@ import io
 
 from PIL import Image
 
+from facesift.common.geometry import estimate_yaw, interocular
 from facesift.common.licenses import license_url
 from facesift.curate.align import align_face, resize_center_crop
 from facesift.curate.config import CurateConfig
 from facesift.curate.download import Fetched
-from facesift.curate.filters import crop_measures, estimate_yaw, interocular, select_faces, sharp_enough
+from facesift.curate.filters import crop_measures, select_faces, sharp_enough
 from facesift.shards.format import make_key
 
 

@@ -18,6 +18,7 @@ import math
 
 import numpy as np
 
+from facesift.common.geometry import estimate_yaw
 from facesift.finetune.datasets import OCULAR
 
 FARS = (1e-6, 1e-5, 1e-4, 1e-3, 1e-2)
@@ -98,10 +99,15 @@ def nme(pred: np.ndarray, gt: np.ndarray, norm: str = "inter-ocular",
     return 100.0 * err / np.maximum(d, 1e-9)
 
 
+FRONTAL_YAW = 15.0   # degrees of `estimate_yaw`: about half of web-cropped faces (net_7876) lie below
+
+
 def landmark_metrics(pred: np.ndarray, gt: np.ndarray, groups: list[str] | None = None,
                      norm: str = "auto", diagonals: np.ndarray | None = None) -> dict:
     """{'nme': headline under `norm`, 'nme_io' (when the points define the eyes), 'nme_diag'
-    (box diagonal: `diagonals` where given, else the landmarks' box), 'nme[<group>]' ...}.
+    (box diagonal: `diagonals` where given, else the landmarks' box), 'nme[<group>]' ...,
+    and for 5 points 'nme[frontal]' / 'nme[turned]': |yaw| of the annotation below / from
+    `FRONTAL_YAW`, the split a pose-balanced pretraining is judged on (docs/studies.md)}.
 
     Values are floats only: result consumers (curve tables, search, logs) treat every entry as
     a number; the resolved normalisation's name is recorded beside the metrics by the grid.
@@ -118,6 +124,11 @@ def landmark_metrics(pred: np.ndarray, gt: np.ndarray, groups: list[str] | None 
         g = np.asarray(groups)
         for name in sorted(set(groups)):
             out[f"nme[{name}]"] = float(per[g == name].mean())
+    if gt.shape[1] == 5:   # per pose: the yaw of the annotated points, estimated as curate does
+        frontal = np.abs(estimate_yaw(gt)) < FRONTAL_YAW
+        for name, part in (("frontal", frontal), ("turned", ~frontal)):
+            if part.any():
+                out[f"nme[{name}]"] = float(per[part].mean())
     return out
 
 

@@ -26,6 +26,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
+
 from facesift.common.atomic import atomic_write_json, atomic_write_text
 from facesift.common.config import bounded, bounded_list, save_config, to_dict
 from facesift.experiment import (DEFAULT_EXCLUDE, FACESIFT, collapse_report, collect, finetune, pretrain,
@@ -106,13 +108,25 @@ def _pool(cfg: StudyConfig, work: Path):
     return train_list, test_list, paths, len(test), dropped
 
 
-def _originals(cfg: StudyConfig, paths: dict[str, str], work: Path) -> tuple[list[str], dict | None]:
+def pool_yaws(train_list: Path) -> dict[str, float]:
+    """key -> yaw of the labelled 5 points (what curate would store), for `data.pose_balance`."""
+    from facesift.common.geometry import estimate_yaw
+    from facesift.finetune.datasets import read_landmarks
+    records = [r for r in read_landmarks(train_list) if r["target"].shape[0] == 5]
+    if not records:
+        return {}
+    yaws = estimate_yaw(np.stack([r["target"] for r in records]))
+    return {r["key"]: float(y) for r, y in zip(records, yaws)}
+
+
+def _originals(cfg: StudyConfig, paths: dict[str, str], work: Path, yaws: dict[str, float] | None = None
+               ) -> tuple[list[str], dict | None]:
     """The pool's keys, without its own near-duplicates when `dedup` (keep.txt of `redundancy`)."""
     from facesift.analysis.injected import Member, write_set
     if not cfg.dedup:
         return sorted(paths), None
     shards = write_set([Member(k, k, "orig") for k in sorted(paths)], paths, work / "pool" / "shards",
-                       "study-pool", cfg.seed)
+                       "study-pool", cfg.seed, yaws)
     summary = redundancy(shards, work / "pool" / "redundancy")
     keep = set((work / "pool" / "redundancy" / "keep.txt").read_text().split())
     return sorted(k for k in paths if k in keep), cheap_measures(summary)
@@ -128,7 +142,8 @@ def run_study(cfg: StudyConfig, work: Path) -> dict:
     t0 = time.time()
     save_config(cfg, work / "study.yaml")
     train_list, test_list, paths, n_test, dropped = _pool(cfg, work)
-    originals, pool_measures = _originals(cfg, paths, work)
+    yaws = pool_yaws(train_list)
+    originals, pool_measures = _originals(cfg, paths, work, yaws)
     log.info("pool: %d training faces, %d unique after de-duplication; %d held-out faces (%s)",
              len(paths), len(originals), n_test, test_list)
     ft = resolve(FinetuneConfig, cfg.finetune_config, cfg.finetune_set, section="finetune", task="landmarks",
@@ -140,7 +155,7 @@ def run_study(cfg: StudyConfig, work: Path) -> dict:
         name = f"rate-{round(100 * rate):02d}"
         folder = work / "sets" / name
         members = plan_set(originals, cfg.size, rate, cfg.seed)
-        shards = write_set(members, paths, folder / "shards", f"study-{name}", cfg.seed)
+        shards = write_set(members, paths, folder / "shards", f"study-{name}", cfg.seed, yaws)
         cheap = cheap_measures(redundancy(shards, folder / "redundancy"))
         overrides = [f"optim.epochs={cfg.pretrain_epochs}", *cfg.pretrain_set]
         backbone, seconds = pretrain(shards, folder / "ckpt", Path(cfg.pretrain_config), overrides, cfg.threads)

@@ -8,7 +8,7 @@ from PIL import Image
 from facesift.common.geometry import apply_transform, similarity_transform
 from facesift.curate.align import align_face, resize_center_crop, template
 from facesift.curate.config import AlignConfig
-from facesift.curate.filters import estimate_yaw
+from facesift.common.geometry import estimate_yaw
 
 
 def read_pts(path) -> np.ndarray:

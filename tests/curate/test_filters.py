@@ -12,8 +12,8 @@ from PIL import Image, ImageFilter
 
 from facesift.curate.config import FilterConfig
 from facesift.curate.detect import Detections
-from facesift.curate.filters import (crop_measures, dhash_hex, estimate_yaw, interocular, phash_hex, select_faces,
-                            sharp_enough, sharpness)
+from facesift.common.geometry import estimate_yaw, interocular
+from facesift.curate.filters import crop_measures, dhash_hex, phash_hex, select_faces, sharp_enough, sharpness
 
 FRONTAL = np.array([[40, 50], [80, 50], [60, 70], [45, 90], [75, 90]], np.float32)
 
