@@ -7,6 +7,8 @@ therefore spread over all clusters instead of mirroring the redundancy of the cr
 of 200 near-identical shots of one owner costs one slot per round, not 200/N of the budget).
 Because every fraction is a prefix of one fixed order, 2% ⊂ 10% ⊂ 100% holds by construction.
 Keys the clustering has not seen (added after it ran) count as clusters of their own.
+`cluster-typical` is the same round-robin with each cluster's members ordered by their similarity
+to its centroid (the most typical face first) instead of by key hash.
 `cluster_balanced_method` is the form `shards.split.split_shards` takes as a selection method;
 `facesift shards split` passes it in (shards/ imports no stage above it).
 """
@@ -22,11 +24,12 @@ from facesift.shards.split import key_score
 CLUSTERS_FILE = "clusters.tsv"
 
 
-def read_clusters(path: str | Path) -> dict[str, int]:
-    """key -> cluster from `clusters.tsv` (or a redundancy output directory holding one).
+def read_cluster_table(path: str | Path) -> dict[str, tuple[int, float | None]]:
+    """key -> (cluster, similarity to its centroid or None) from `clusters.tsv` (or a redundancy
+    output directory holding one).
 
-    The file is written atomically, so a line that is not `key<TAB>cluster`, or a last line
-    without its newline, means it was cut off or edited: a ValueError naming file and line,
+    The file is written atomically, so a line that is not `key<TAB>cluster[<TAB>sim]`, or a last
+    line without its newline, means it was cut off or edited: a ValueError naming file and line,
     because a silently shorter cluster list would turn the missing keys into clusters of their own."""
     path = Path(path)
     if path.is_dir():
@@ -39,27 +42,43 @@ def read_clusters(path: str | Path) -> dict[str, int]:
         raise ValueError(f"{path}: not a clusters.tsv (not text)") from None
     if text and not text.endswith("\n"):
         raise ValueError(f"{path}: the last line is cut off (the file is truncated); re-run `facesift redundancy`")
-    out = {}
+    out: dict[str, tuple[int, float | None]] = {}
     for n, line in enumerate(text.splitlines(), 1):
         parts = line.split("\t")
         if n == 1 and parts[0] == "key":
             continue
         if len(parts) < 2 or not parts[0] or not parts[1].lstrip("-").isdigit():
             raise ValueError(f"{path}:{n}: not 'key<TAB>cluster' ({line[:60]!r}); re-run `facesift redundancy`")
-        out[parts[0]] = int(parts[1])
+        sim = None
+        if len(parts) > 2 and parts[2]:
+            try:
+                sim = float(parts[2])
+            except ValueError:
+                raise ValueError(f"{path}:{n}: centroid similarity {parts[2]!r} is not a number") from None
+        out[parts[0]] = (int(parts[1]), sim)
     if not out:
         raise ValueError(f"{path}: no cluster assignments in it")
     return out
 
 
-def balanced_order(keys: Iterable[str], clusters: dict[str, int], seed: int = 0) -> list[str]:
-    """All keys in round-robin-over-clusters order (see module docstring)."""
+def read_clusters(path: str | Path) -> dict[str, int]:
+    """key -> cluster from `clusters.tsv` (see `read_cluster_table`)."""
+    return {k: c for k, (c, _) in read_cluster_table(path).items()}
+
+
+def balanced_order(keys: Iterable[str], clusters: dict[str, int], seed: int = 0,
+                   typicality: dict[str, float] | None = None) -> list[str]:
+    """All keys in round-robin-over-clusters order (see module docstring). Within a cluster the
+    members go by key hash, or with `typicality` (similarity to the centroid) most typical first."""
     members: dict[object, list[str]] = defaultdict(list)
     for key in keys:
         members[clusters.get(key, ("unclustered", key))].append(key)
     ranked = []
     for cluster, ks in members.items():
-        ks.sort(key=lambda k: key_score(k, seed))
+        if typicality is None:
+            ks.sort(key=lambda k: key_score(k, seed))
+        else:
+            ks.sort(key=lambda k: (-typicality.get(k, float("-inf")), key_score(k, seed)))
         tie = key_score(f"cluster:{cluster}", seed)
         ranked.extend((rank, tie, k) for rank, k in enumerate(ks))
     ranked.sort()
@@ -67,10 +86,10 @@ def balanced_order(keys: Iterable[str], clusters: dict[str, int], seed: int = 0)
 
 
 def cluster_balanced_splits(keys: Sequence[str], fractions: Sequence[float], clusters: dict[str, int],
-                            seed: int = 0) -> dict[float, list[str]]:
+                            seed: int = 0, typicality: dict[str, float] | None = None) -> dict[float, list[str]]:
     """{fraction: keys}, each list in the order of `keys` (index order), nested by construction."""
     keys = list(keys)
-    order = balanced_order(keys, clusters, seed)
+    order = balanced_order(keys, clusters, seed, typicality)
     position = {k: p for p, k in enumerate(order)}
     n = len(keys)
     out = {}
@@ -86,3 +105,20 @@ def cluster_balanced_method(keys: list[str], fractions: list[float], cfg: SplitC
         raise ValueError("--method cluster-balanced needs --clusters (clusters.tsv or a `facesift redundancy` "
                          "output directory)")
     return cluster_balanced_splits(keys, fractions, read_clusters(cfg.clusters), cfg.seed)
+
+
+def cluster_typical_method(keys: list[str], fractions: list[float], cfg: SplitConfig) -> dict[float, list[str]]:
+    """`--method cluster-typical`: round-robin over the clusters, each cluster's most typical
+    member (nearest its centroid) first, so a small fraction labels one clean exemplar per cluster."""
+    if not cfg.clusters:
+        raise ValueError("--method cluster-typical needs --clusters (clusters.tsv or a `facesift redundancy` "
+                         "output directory)")
+    table = read_cluster_table(cfg.clusters)
+    sims = {k: s for k, (_, s) in table.items() if s is not None}
+    if not sims:
+        raise ValueError(f"{cfg.clusters}: no centroid similarities (clusters.tsv from an older `facesift redundancy`)")
+    return cluster_balanced_splits(keys, fractions, {k: c for k, (c, _) in table.items()}, cfg.seed, sims)
+
+
+# the redundancy-aware `facesift shards split --method` values (random is shards.split's own)
+SELECTION_METHODS = {"cluster-balanced": cluster_balanced_method, "cluster-typical": cluster_typical_method}

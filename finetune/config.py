@@ -36,7 +36,7 @@ class TrainConfig:
     workers: int = bounded(2, 0)    # DataLoader processes (0 = in the main process)
     device: str = "auto"            # auto = cuda:<LOCAL_RANK> when available, else cpu
     amp: bool = True                # bf16 autocast on CUDA
-    cpu_amp: bool = False           # bf16 autocast of the training steps on CPU too (with `amp`): ~1.7x
+    cpu_amp: bool = False           # bf16 autocast of the training steps on CPUs with native bf16 (with `amp`): ~1.7x
                                     # faster where the CPU has avx512_bf16 (measured, resnet18 48 px); slower without
     channels_last: bool = True      # on CUDA
     ckpt_every: int = bounded(500, 0)  # steps between resumable checkpoints of a run (0 = never)
@@ -52,7 +52,8 @@ class FinetuneConfig:
     inits: list[str] = field(default_factory=lambda: ["scratch"])
     arch: str = "auto"              # for `scratch`: auto = resnet50 on CUDA, resnet18 on CPU (checkpoints carry their own)
     fractions: list[float] = bounded_list([1.0, 0.1, 0.02], 1e-9, 1.0)
-    fraction_keys: list[str] = field(default_factory=list)  # "0.1=keys.txt": subset from a `shards split` key list
+    # "0.1=keys.txt": a fraction from a `shards split` key list; "{seed}" in the path: one list per seed
+    fraction_keys: list[str] = field(default_factory=list)
     seeds: int = bounded(3, 1)
     out: str = "work/finetune"
     adapt: str = "full"             # full fine-tune or linear probe (frozen backbone)

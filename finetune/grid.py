@@ -83,8 +83,8 @@ def run_identity(cfg: FinetuneConfig, data: TaskData, run: Run, init_id: dict) -
 
 def training_records(cfg: FinetuneConfig, data: TaskData, fraction: float, seed: int) -> list[dict]:
     lists = parse_fraction_keys(cfg.fraction_keys)
-    if fraction in lists:
-        return keyed_subset(data.train, read_key_list(lists[fraction]))
+    if fraction in lists:   # a `{seed}` in the path: one list per seed (a seeded selection method)
+        return keyed_subset(data.train, read_key_list(lists[fraction].replace("{seed}", str(seed))))
     records = fraction_subset(data.train, fraction, seed)
     if len(records) < 2:
         raise ValueError(f"fraction {fraction} of {len(data.train)} training samples leaves {len(records)} "

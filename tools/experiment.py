@@ -4,6 +4,7 @@ intervals over seeds. `tools/bench_fewshot.py` and `facesift study` (facesift.st
 both use them, so a study and the benchmark run the recipe the same way."""
 from __future__ import annotations
 
+import copy
 import fnmatch
 import json
 import logging
@@ -24,6 +25,9 @@ from facesift.finetune.datasets import read_landmarks
 log = logging.getLogger("facesift.experiment")
 DEFAULT_EXCLUDE = ["net_7876/_*"]   # landmarks5 files whose labels sit above the face (docs/finetune.md)
 FACESIFT = [sys.executable, "-m", "facesift"]   # the same interpreter and install as the caller
+# The studies fine-tune many backbones x fractions x seeds: the few-shot recipe at half its batch
+# (the same 600-step schedule, half the cost of a run) fits three studies in an afternoon on 2 cores.
+STUDY_FINETUNE = ["train.batch_size=16"]
 
 T975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262}
 
@@ -68,6 +72,17 @@ def training_lists(data: Path, test: str | None, source: str, exclude: list[str]
         if not path.exists() or path.read_text() != text:
             path.write_text(text)
     return paths[0], (paths[1] if test is None else Path(test)), dropped
+
+
+def heldout_split(data: Path, test: str | None, source: str, exclude: list[str], work: Path
+                  ) -> tuple[Path, Path, list[dict], list[dict], int]:
+    """`training_lists` read back: (training list, held-out list, their records, faces excluded),
+    after checking that no held-out face is in the training side, by path or by bytes."""
+    from facesift.analysis.injected import check_no_leak
+    train_list, test_list, dropped = training_lists(data, test, source, [e for e in exclude if e], work)
+    train, held = read_landmarks(train_list), read_landmarks(test_list)
+    check_no_leak({r["key"]: r["path"] for r in train}, [r["path"] for r in held])
+    return train_list, test_list, train, held, dropped
 
 
 def write_pool_shards(records: list[dict], out: Path) -> Path:
@@ -161,15 +176,16 @@ def collapse_report(ckpt: Path) -> str:
             f"collapse warnings in log: {warnings}")
 
 
-def collect(results: Path, inits: dict[str, str]) -> list[dict]:
-    """Rows {init, fraction, nme_mean, nme_ci, seeds} from the grid's result files."""
+def collect(results: Path, inits: dict[str, str], metric: str = "nme") -> list[dict]:
+    """Rows {init, fraction, nme_mean, nme_ci, seeds} from the grid's result files: `metric`
+    (e.g. "nme[turned]") under the row's `nme_*` names; a result without it is left out."""
     cells: dict[tuple[str, float], list[float]] = {}
     for path in sorted(results.glob("*.json")):
         r = json.loads(path.read_text())
         name = inits.get(r["init"])
-        if name is None:
+        if name is None or metric not in r["metrics"]:
             continue
-        cells.setdefault((name, float(r["fraction"])), []).append(float(r["metrics"]["nme"]))
+        cells.setdefault((name, float(r["fraction"])), []).append(float(r["metrics"][metric]))
     rows = []
     for (name, frac), values in sorted(cells.items(), key=lambda kv: (kv[0][0] != "scratch", -kv[0][1])):
         m, lo, hi = t_interval(values)
@@ -178,3 +194,34 @@ def collect(results: Path, inits: dict[str, str]) -> list[dict]:
     return rows
 
 
+def reuse_results(cfg: FinetuneConfig, source: Path, out: Path) -> int:
+    """Copy into `out/results` the runs of `cfg`'s grid that `source` (another grid's folder)
+    already finished with identical settings: the grid identifies a run by the hash of
+    everything that changes its outcome, so a file under the same name is the same run. Two
+    studies that share a data point (the same backbone, labels and recipe) train it once."""
+    import shutil
+
+    from facesift.finetune.config import stable_hash
+    from facesift.finetune.grid import _init_identity, plan, run_identity
+    from facesift.finetune.tasks import load_task
+    if not (source / "results").is_dir():
+        return 0
+    cfg = copy.deepcopy(cfg)
+    if cfg.arch == "auto":   # as run_grid resolves it before hashing
+        import torch
+        cfg.arch = "resnet50" if torch.cuda.is_available() else "resnet18"
+    _, data = load_task(cfg)
+    digests: dict = {}
+    copied = 0
+    (out / "results").mkdir(parents=True, exist_ok=True)
+    for run in plan(cfg):
+        name = f"{stable_hash(run_identity(cfg, data, run, _init_identity(run.init, cfg.arch, digests)))}.json"
+        src, dst = source / "results" / name, out / "results" / name
+        if src.exists() and not dst.exists():
+            tmp = dst.with_name(f".{dst.name}.tmp")
+            shutil.copyfile(src, tmp)
+            tmp.replace(dst)
+            copied += 1
+    if copied:
+        log.info("reused %d finished runs from %s", copied, source)
+    return copied

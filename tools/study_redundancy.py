@@ -30,36 +30,42 @@ import numpy as np
 
 from facesift.common.atomic import atomic_write_json, atomic_write_text
 from facesift.common.config import bounded, bounded_list, save_config, to_dict
-from facesift.experiment import (DEFAULT_EXCLUDE, FACESIFT, collapse_report, collect, finetune, pretrain,
-                                 training_lists)
+from facesift.experiment import (DEFAULT_EXCLUDE, FACESIFT, STUDY_FINETUNE, collapse_report, collect, finetune,
+                                 heldout_split, pretrain)
 
 log = logging.getLogger("facesift.study")
 CHECKOUT = Path(__file__).resolve().parents[1]
 
 
 @dataclass
-class StudyConfig:
-    """The default budget fits about 2 hours on a 2-core CPU; raise `size`, `pretrain_epochs`,
-    `seeds` and the recipes' sizes for a GPU (`--set`)."""
+class SetStudyConfig:
+    """What every study over pretraining sets shares: the labelled pool and its held-out faces,
+    the set size, the SwAV budget and the fine-tuning recipe. The default budget fits a 2-core
+    CPU; raise `size`, `pretrain_epochs`, `seeds` and the recipes' sizes for a GPU (`--set`)."""
     data: str = str(CHECKOUT.parent / "shared" / "data" / "landmarks5")   # labelled pool (landmarks5 layout)
     test: str = ""                     # a held-out '<img> x1..x5 y1..y5' list; empty: the `holdout` folder
     holdout: str = "net_7876"
     exclude: list[str] = field(default_factory=lambda: list(DEFAULT_EXCLUDE))
     size: int = bounded(2000, 10)      # N: images in every pretraining set
-    rates: list[float] = bounded_list([0.0, 0.5, 0.8], 0.0, 0.95)
     seed: int = 0
     dedup: bool = True                 # remove the pool's own near-duplicates first (`facesift redundancy`)
     pretrain_config: str = str(CHECKOUT / "configs" / "cpu-fewshot.yaml")
-    pretrain_epochs: int = bounded(6, 1)
+    pretrain_epochs: int = bounded(4, 1)   # 200 steps of 128 in cpu-fewshot: ~13 minutes a set on 2 cores
     pretrain_set: list[str] = field(default_factory=list)    # more `--set` for `facesift pretrain`
     finetune_config: str = str(CHECKOUT / "configs" / "finetune-fewshot.yaml")
-    finetune_set: list[str] = field(default_factory=list)    # more `--set` for the fine-tuning recipe
-    fractions: list[float] = bounded_list([0.1, 0.02], 0.001, 1.0)
+    finetune_set: list[str] = field(default_factory=lambda: list(STUDY_FINETUNE))   # `--set`s for the recipe
     seeds: int = bounded(3, 1)
     trials: int = bounded(1, 1)        # the recipe's first values for every set: one recipe for all
-    scratch: bool = True
     threads: int = bounded(2, 1)
     ranks: int = bounded(2, 1)
+
+
+@dataclass
+class StudyConfig(SetStudyConfig):
+    """About 2 hours on a 2-core CPU at the defaults."""
+    rates: list[float] = bounded_list([0.0, 0.5, 0.8], 0.0, 0.95)
+    fractions: list[float] = bounded_list([0.1, 0.02], 0.001, 1.0)
+    scratch: bool = True
 
 
 def _run(cmd: list[str], logfile: Path) -> None:
@@ -97,29 +103,23 @@ def spearman(a: list[float], b: list[float]) -> float | None:
     return round(float(spearmanr(a, b).statistic), 3)
 
 
-def _pool(cfg: StudyConfig, work: Path):
-    from facesift.analysis.injected import check_no_leak
-    from facesift.finetune.datasets import read_landmarks
-    train_list, test_list, dropped = training_lists(Path(cfg.data), cfg.test or None, cfg.holdout,
-                                                    [e for e in cfg.exclude if e], work)
-    train, test = read_landmarks(train_list), read_landmarks(test_list)
-    paths = {r["key"]: r["path"] for r in train}
-    check_no_leak(paths, [r["path"] for r in test])
-    return train_list, test_list, paths, len(test), dropped
+def _pool(cfg: SetStudyConfig, work: Path):
+    train_list, test_list, train, test, dropped = heldout_split(Path(cfg.data), cfg.test or None, cfg.holdout,
+                                                                cfg.exclude, work)
+    return train_list, test_list, train, len(test), dropped
 
 
-def pool_yaws(train_list: Path) -> dict[str, float]:
+def pool_yaws(records: list[dict]) -> dict[str, float]:
     """key -> yaw of the labelled 5 points (what curate would store), for `data.pose_balance`."""
     from facesift.common.geometry import estimate_yaw
-    from facesift.finetune.datasets import read_landmarks
-    records = [r for r in read_landmarks(train_list) if r["target"].shape[0] == 5]
+    records = [r for r in records if r["target"].shape[0] == 5]
     if not records:
         return {}
     yaws = estimate_yaw(np.stack([r["target"] for r in records]))
     return {r["key"]: float(y) for r, y in zip(records, yaws)}
 
 
-def _originals(cfg: StudyConfig, paths: dict[str, str], work: Path, yaws: dict[str, float] | None = None
+def _originals(cfg: SetStudyConfig, paths: dict[str, str], work: Path, yaws: dict[str, float] | None = None
                ) -> tuple[list[str], dict | None]:
     """The pool's keys, without its own near-duplicates when `dedup` (keep.txt of `redundancy`)."""
     from facesift.analysis.injected import Member, write_set
@@ -141,8 +141,8 @@ def run_study(cfg: StudyConfig, work: Path) -> dict:
 
     t0 = time.time()
     save_config(cfg, work / "study.yaml")
-    train_list, test_list, paths, n_test, dropped = _pool(cfg, work)
-    yaws = pool_yaws(train_list)
+    train_list, test_list, train, n_test, dropped = _pool(cfg, work)
+    paths, yaws = {r["key"]: r["path"] for r in train}, pool_yaws(train)
     originals, pool_measures = _originals(cfg, paths, work, yaws)
     log.info("pool: %d training faces, %d unique after de-duplication; %d held-out faces (%s)",
              len(paths), len(originals), n_test, test_list)

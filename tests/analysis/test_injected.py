@@ -94,3 +94,18 @@ def test_a_held_out_face_in_the_pool_is_refused_by_path_and_by_bytes(tmp_path):
     shutil.copy(files[1], twin)
     with pytest.raises(ValueError, match="same bytes"):
         check_no_leak(pool, [str(twin)])
+
+
+def test_written_sets_carry_the_sources_yaw_for_pose_balance(tmp_path):
+    files = sorted(SAMPLE.glob("*.jpg"))[:6]
+    paths = {f.stem: str(f) for f in files}
+    yaws = {k: 10.0 * i - 20 for i, k in enumerate(sorted(paths)[:5])}    # the sixth has none
+    members = plan_set(sorted(paths), 12, 0.5, seed=0)
+    write_set(members, paths, tmp_path / "s", "study-test", yaws=yaws)
+    for tar in sorted((tmp_path / "s").glob("*.tar")):
+        for s in wds.WebDataset(str(tar), shardshuffle=False):
+            meta = json.loads(s["json"])
+            if meta["source"] in yaws:   # a copy keeps its original's head pose
+                assert meta["yaw"] == pytest.approx(yaws[meta["source"]])
+            else:
+                assert "yaw" not in meta

@@ -209,3 +209,18 @@ def test_a_stop_signal_checkpoints_the_step_and_the_cli_exits_143(tmp_path, tiny
     assert "finetune: done=1" in printed.out and "at step 3/6" in printed.err  # resumed, not restarted
     (result,) = (out / "results").glob("*.json")
     assert json.loads(result.read_text())["fraction"] == 1.0
+
+
+def test_seeded_key_lists_give_each_seed_its_own_labelled_faces(tmp_path, tiny_landmarks):
+    cfg = tiny_cfg(tmp_path, task="landmarks", data=str(tiny_landmarks), fractions=[0.5], seeds=2)
+    _, data = load_task(cfg)
+    keys = [r["key"] for r in data.train]
+    for seed, chosen in ((0, keys[:3]), (1, keys[-4:])):
+        (tmp_path / f"keys-{seed}.txt").write_text("\n".join(chosen) + "\n")
+    cfg.fraction_keys = [f"0.5={tmp_path}/keys-{{seed}}.txt"]
+    assert [r["key"] for r in grid.training_records(cfg, data, 0.5, 0)] == keys[:3]
+    assert [r["key"] for r in grid.training_records(cfg, data, 0.5, 1)] == keys[-4:]
+    assert grid.run_grid(cfg)["done"] == 2
+    sizes = {r["seed"]: r["sizes"]["train"] for r in
+             (json.loads(p.read_text()) for p in (tmp_path / "ft" / "results").glob("*.json"))}
+    assert sizes == {0: 3, 1: 4}

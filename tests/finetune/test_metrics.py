@@ -193,3 +193,19 @@ def test_task_metrics_use_the_box_in_output_pixels(tmp_path):
     assert io["nme"] == pytest.approx(io["nme_io"]) and io["nme_diag"] == pytest.approx(ref, rel=1e-5)
     with pytest.raises(ValueError, match="inter-ocular"):
         LandmarkTask(cfg, {"num_points": 21})
+
+
+def test_five_point_nme_is_split_into_frontal_and_turned_faces_by_the_annotations_yaw():
+    from facesift.common.geometry import estimate_yaw
+    frontal = np.array([[30, 40], [70, 40], [50, 60], [35, 80], [65, 80]], np.float64)
+    turned = frontal.copy()
+    turned[2, 0] += 16                        # the nose towards one side: about 39 degrees
+    gt = np.stack([frontal, turned])
+    assert abs(estimate_yaw(gt[:1])[0]) < metrics.FRONTAL_YAW <= abs(estimate_yaw(gt[1:])[0])
+    pred = gt.copy()
+    pred[0] += 2.0                            # the frontal face is off by 2 px on each axis
+    out = metrics.landmark_metrics(pred, gt)
+    assert out["nme[frontal]"] == pytest.approx(100 * np.hypot(2, 2) / 40) and out["nme[turned]"] == 0.0
+    assert out["nme"] == pytest.approx((out["nme[frontal]"] + out["nme[turned]"]) / 2)
+    only = metrics.landmark_metrics(pred[:1], gt[:1])     # no turned face: no turned entry
+    assert "nme[turned]" not in only and "nme[frontal]" in only

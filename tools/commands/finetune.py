@@ -28,7 +28,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--arch", help="architecture for 'scratch' (default auto: resnet50 on CUDA, resnet18 on CPU)")
     p.add_argument("--fractions", type=lambda s: [float(x) for x in _csv(s)], help="e.g. 1,0.1,0.02")
     p.add_argument("--fraction-keys", dest="fraction_keys", type=_csv,
-                   help="FRACTION=KEYLIST,...: take a fraction from a `shards split` key list")
+                   help="FRACTION=KEYLIST,...: take a fraction from a `shards split` key list "
+                        "('{seed}' in KEYLIST: one list per seed)")
     p.add_argument("--seeds", type=int, help="seeds per (init, fraction) (default 3)")
     p.add_argument("--trials", type=int, help="hyper-parameter search budget per data point (default 1: no search)")
     p.add_argument("--adapt", choices=["full", "linear"], help="full fine-tune or linear probe")

@@ -55,12 +55,12 @@ def _verify(args: argparse.Namespace) -> int:
 
 
 def _split(args: argparse.Namespace) -> int:
-    from facesift.analysis.selection import cluster_balanced_method
+    from facesift.analysis.selection import SELECTION_METHODS
     from facesift.shards.split import split_shards
     cfg = resolve(c.SplitConfig, args.config, args.overrides, section="split", fractions=args.fractions,
                   seed=args.seed, method=args.method, exclude=args.exclude, clusters=args.clusters)
     tally = DamageTally()
-    done = split_shards(args.shards, args.out, cfg, methods={"cluster-balanced": cluster_balanced_method},
+    done = split_shards(args.shards, args.out, cfg, methods=SELECTION_METHODS,
                         tally=tally)
     summary("shards split", keys=done["keys"], excluded=done["excluded"],
             **{f"n{f!r}": n for f, n in done["counts"].items()}, damaged_shards=len(tally), out=str(args.out))
@@ -128,9 +128,10 @@ SUBCOMMANDS = [
     ("split", "nested deterministic key lists (e.g. 100/10/2%%) by key hash", _split, [
         ("shards", SPEC), ("--fractions", dict(help="comma list in (0, 1], e.g. 1.0,0.1,0.02 (the default)")),
         ("--seed", dict(type=int, help="hash seed (default 0)")),
-        ("--method", dict(help="selection method: random (default) or cluster-balanced")),
+        ("--method", dict(help="selection method: random (default), cluster-balanced (round-robin over "
+                                "the clusters) or cluster-typical (the same, nearest the centroid first)")),
         ("--exclude", dict(help="file of keys (one a line) to drop before splitting, e.g. duplicates")),
-        ("--clusters", dict(help="for --method cluster-balanced: clusters.tsv or a `facesift redundancy` "
+        ("--clusters", dict(help="for the cluster methods: clusters.tsv or a `facesift redundancy` "
                                  "output dir")),
         ("--out", dict(OUT_DIR, help="directory for split-<f>.txt and split.json"))]),
     ("sample", "contact sheet PNG of N random crops", _sample, [

@@ -1,0 +1,35 @@
+"""facesift.experiment: what the studies and bench_fewshot share."""
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+from facesift.experiment import collect, reuse_results
+from facesift.finetune import grid
+
+from tests.finetune.conftest import _one_thread, tiny_cfg, tiny_landmarks  # noqa: F401 (fixtures)
+
+
+def test_reuse_copies_exactly_the_runs_with_identical_settings(tmp_path, tiny_landmarks):
+    source = tiny_cfg(tmp_path / "a", task="landmarks", data=str(tiny_landmarks), fractions=[1.0, 0.5], seeds=2)
+    assert grid.run_grid(source)["done"] == 4
+    same = copy.deepcopy(source)
+    same.out, same.fractions = str(tmp_path / "b"), [0.5]       # a study that shares the 50 % point
+    done = Path(source.out)
+    assert reuse_results(same, done, tmp_path / "b") == 2
+    assert grid.run_grid(same) == {"done": 0, "skipped": 2, "failed": 0, "total": 2}
+    rows = collect(tmp_path / "b" / "results", {"scratch": "scratch"})
+    assert [(r["fraction"], r["seeds"]) for r in rows] == [(0.5, 2)]
+    other = copy.deepcopy(same)
+    other.out = str(tmp_path / "c")
+    other.train.batch_size = 4                                  # another recipe: nothing is the same run
+    assert reuse_results(other, done, tmp_path / "c") == 0
+    assert reuse_results(same, tmp_path / "missing", tmp_path / "d") == 0
+
+
+def test_collect_reads_any_metric_and_leaves_out_runs_without_it(tmp_path, tiny_landmarks):
+    cfg = tiny_cfg(tmp_path, task="landmarks", data=str(tiny_landmarks), fractions=[1.0], seeds=2)
+    grid.run_grid(cfg)
+    results = tmp_path / "ft" / "results"
+    assert collect(results, {"scratch": "s"})[0]["seeds"] == 2
+    assert collect(results, {"scratch": "s"}, metric="no-such-metric") == []
