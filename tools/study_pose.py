@@ -22,7 +22,7 @@ from pathlib import Path
 
 from facesift.common.atomic import atomic_write_json, atomic_write_text
 from facesift.common.config import bounded_list, save_config, to_dict
-from facesift.experiment import collapse_report, collect, finetune, pretrain, reuse_results
+from facesift.experiment import collapse_report, collect, finetune, heldout_split, pretrain, reuse_results
 from facesift.study_redundancy import SetStudyConfig, StudyConfig
 
 log = logging.getLogger("facesift.study")
@@ -48,7 +48,7 @@ def shared_config(cfg: PoseConfig) -> PoseConfig:
     from facesift.common.config import resolve
     other = resolve(StudyConfig, str(saved), [], section="study")
     out = copy.deepcopy(cfg)
-    for name in ("data", "test", "holdout", "exclude", "size", "seed", "dedup", "pretrain_config",
+    for name in ("data", "test", "holdout", "exclude", "test_faces", "size", "seed", "dedup", "pretrain_config",
                  "pretrain_epochs", "pretrain_set", "finetune_config", "finetune_set", "trials"):
         if getattr(out, name) != getattr(other, name):
             log.info("%s = %r, as in %s", name, getattr(other, name), saved)
@@ -59,15 +59,14 @@ def shared_config(cfg: PoseConfig) -> PoseConfig:
 def uniform_set(cfg: PoseConfig, work: Path) -> tuple[Path, Path, Path, Path, Path | None]:
     """(shards, uniform backbone, training list, held-out list, a grid folder to reuse)."""
     if cfg.from_study:
-        study = Path(cfg.from_study)
+        study = Path(cfg.from_study).resolve()   # the paths a run's identity names are the study's own (absolute)
         shards, backbone = study / "sets" / "rate-00" / "shards", study / "sets" / "rate-00" / "ckpt" / "backbone.pt"
         if not (shards / "index.json").exists() or not backbone.exists():
             raise FileNotFoundError(f"{study}: its 0 % set or its backbone is not finished yet "
                                     f"(run `facesift study redundancy --work {study}` first)")
-        if cfg.test:   # the lists `experiment.training_lists` wrote there
-            train_list, test_list = study / "train.txt", Path(cfg.test)
-        else:
-            train_list, test_list = study / f"train-without-{cfg.holdout}.txt", study / f"test-{cfg.holdout}.txt"
+        # the study's own lists (its config decides them): a run's identity names them
+        train_list, test_list, _, _, _ = heldout_split(Path(cfg.data), cfg.test or None, cfg.holdout, cfg.exclude,
+                                                       study, cfg.test_faces)
         return shards, backbone, train_list, test_list, study / "finetune"
     from facesift.analysis.injected import plan_set, write_set
     from facesift.study_redundancy import _originals, _pool, pool_yaws

@@ -41,6 +41,7 @@ class SelectionConfig:
     test: str = ""                     # a held-out '<img> x1..x5 y1..y5' list; empty: the `holdout` folder
     holdout: str = "net_7876"
     exclude: list[str] = field(default_factory=lambda: list(DEFAULT_EXCLUDE))
+    test_faces: int = bounded(1200, 0)  # held-out faces scored: a fixed hash subset (0: all of them)
     methods: list[str] = field(default_factory=lambda: list(METHODS))
     fractions: list[float] = bounded_list([0.1, 0.02], 0.001, 0.999)
     seeds: int = bounded(3, 1)
@@ -137,7 +138,7 @@ def run_selection(cfg: SelectionConfig, work: Path) -> dict:
     save_config(cfg, work / "study.yaml")
     lists = Path(cfg.lists).resolve() if cfg.lists else work
     train_list, test_list, train, test, dropped = heldout_split(Path(cfg.data), cfg.test or None, cfg.holdout,
-                                                                cfg.exclude, lists)
+                                                                cfg.exclude, lists, cfg.test_faces)
     red = pool_redundancy(cfg, train, work)
     sizes, as_random = write_key_lists(cfg, train, red, work)
     if as_random and "random" in cfg.methods:
@@ -145,7 +146,8 @@ def run_selection(cfg: SelectionConfig, work: Path) -> dict:
     base = resolve(FinetuneConfig, cfg.finetune_config, cfg.finetune_set, section="finetune", task="landmarks",
                    data=str(train_list), test=str(test_list), seeds=cfg.seeds, trials=cfg.trials)
     base.fractions = list(cfg.fractions)
-    base.inits = [cfg.init]
+    init = cfg.init if cfg.init == "scratch" else str(Path(cfg.init).resolve())   # as a study names it
+    base.inits = [init]
     base.check()
     rows = {}
     # random last: its runs are the ones another grid (`reuse`) may have finished in the meantime
@@ -163,7 +165,7 @@ def run_selection(cfg: SelectionConfig, work: Path) -> dict:
         codes = finetune(ft, out, cfg.ranks, cfg.threads, name="recipe.yaml")
         if any(codes):
             raise RuntimeError(f"fine-tuning {method} exited {codes}; see the logs above (re-run to resume)")
-        rows[method] = {str(r["fraction"]): r for r in collect(out / "results", {cfg.init: method})}
+        rows[method] = {str(r["fraction"]): r for r in collect(out / "results", {init: method})}
     rows = {m: rows["random"] if m in as_random and "random" in cfg.methods else rows[m] for m in cfg.methods}
     task, split = load_task(base)
     baseline = cached_mean_shape(task, split.train, split.test, work / "finetune")[task.primary]

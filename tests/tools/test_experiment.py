@@ -33,3 +33,24 @@ def test_collect_reads_any_metric_and_leaves_out_runs_without_it(tmp_path, tiny_
     results = tmp_path / "ft" / "results"
     assert collect(results, {"scratch": "s"})[0]["seeds"] == 2
     assert collect(results, {"scratch": "s"}, metric="no-such-metric") == []
+
+
+def test_a_held_out_subset_is_fixed_and_kept_out_of_the_training_side(tmp_path):
+    from facesift.experiment import heldout_split
+    from facesift.finetune.datasets import read_landmarks
+
+    from .test_study_redundancy import _lists
+    train, test = _lists(tmp_path, 20, 12)
+    work = tmp_path / "w"
+    work.mkdir()
+    _, full_list, _, full, _ = heldout_split(train, str(test), "unused", [], work)
+    _, sub_list, train_recs, sub, _ = heldout_split(train, str(test), "unused", [], work, test_faces=5)
+    assert len(full) == 12 and len(sub) == 5 and sub_list != full_list
+    assert {r["key"] for r in sub} <= {r["key"] for r in full}
+    assert not {r["path"] for r in sub} & {r["path"] for r in train_recs}
+    by_key = {r["key"]: r for r in full}
+    for r in read_landmarks(sub_list):   # the same images and labels, wherever the subset list lives
+        assert r["path"] == by_key[r["key"]]["path"] and (r["target"] == by_key[r["key"]]["target"]).all()
+    again = heldout_split(train, str(test), "unused", [], work, test_faces=5)[3]
+    assert [r["key"] for r in again] == [r["key"] for r in sub]
+    assert len(heldout_split(train, str(test), "unused", [], work, test_faces=50)[3]) == 12   # all of them
