@@ -40,6 +40,21 @@ def test_split_with_redundancy_outputs(tmp_path, caplog):
     summary = json.loads((tmp_path / "cb" / "split.json").read_text())
     assert summary["config"]["method"] == "cluster-balanced"
 
+    # cluster-typical: the same round-robin, each cluster's face nearest its centroid first
+    assert _split(str(shard_dir), "--method", "cluster-typical", "--clusters", str(red),
+                  "--fractions", "1,0.3,0.1", "--out", str(tmp_path / "ct")) == 0
+    t = {f: (tmp_path / "ct" / f"split-{f}.txt").read_text().split() for f in ("1.0", "0.3", "0.1")}
+    assert set(t["0.1"]) <= set(t["0.3"]) <= set(t["1.0"]) and len(t["0.1"]) == 10
+    from facesift.analysis.selection import read_cluster_table
+    table = read_cluster_table(red)
+    top: dict[int, float] = {}
+    for cluster, sim in table.values():
+        top[cluster] = max(sim, top.get(cluster, sim))
+    # every cluster the 10 % reaches gives its most typical face (round one of the round-robin)
+    assert len({table[k][0] for k in t["0.1"]}) == min(10, len(top))
+    if len(top) >= 10:
+        assert all(table[k][1] == top[table[k][0]] for k in t["0.1"])
+
     caplog.clear()
     assert _split(str(shard_dir), "--method", "cluster-balanced", "--out", str(tmp_path / "bad")) == 2
     assert "needs --clusters" in caplog.text
