@@ -51,7 +51,7 @@ class SetStudyConfig:
     seed: int = 0
     dedup: bool = True                 # remove the pool's own near-duplicates first (`facesift redundancy`)
     pretrain_config: str = str(CHECKOUT / "configs" / "cpu-fewshot.yaml")
-    pretrain_epochs: int = bounded(4, 1)   # 200 steps of 128 in cpu-fewshot: ~13 minutes a set on 2 cores
+    pretrain_epochs: int = bounded(4, 1)   # 200 steps of 128 in cpu-fewshot: ~16 minutes a set on 2 cores
     pretrain_set: list[str] = field(default_factory=list)    # more `--set` for `facesift pretrain`
     finetune_config: str = str(CHECKOUT / "configs" / "finetune-fewshot.yaml")
     finetune_set: list[str] = field(default_factory=lambda: list(STUDY_FINETUNE))   # `--set`s for the recipe

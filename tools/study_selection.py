@@ -35,7 +35,7 @@ METHODS = ("random", "random-dedup", "cluster-balanced", "cluster-typical")
 
 @dataclass
 class SelectionConfig:
-    """The default budget (4 methods x 2 fractions x 3 seeds, scratch init) is about 45 minutes on
+    """The default budget (4 methods x 2 fractions x 3 seeds, scratch init) is about an hour on
     a 2-core CPU; `init` takes a pretrained backbone, `reuse` another grid's finished runs."""
     data: str = str(CHECKOUT.parent / "shared" / "data" / "landmarks5")
     test: str = ""                     # a held-out '<img> x1..x5 y1..y5' list; empty: the `holdout` folder
