@@ -61,9 +61,14 @@ def read_cluster_table(path: str | Path) -> dict[str, tuple[int, float | None]]:
     return out
 
 
+def split_table(table: dict[str, tuple[int, float | None]]) -> tuple[dict[str, int], dict[str, float]]:
+    """(key -> cluster, key -> centroid similarity where the table has one)."""
+    return {k: c for k, (c, _) in table.items()}, {k: s for k, (_, s) in table.items() if s is not None}
+
+
 def read_clusters(path: str | Path) -> dict[str, int]:
     """key -> cluster from `clusters.tsv` (see `read_cluster_table`)."""
-    return {k: c for k, (c, _) in read_cluster_table(path).items()}
+    return split_table(read_cluster_table(path))[0]
 
 
 def balanced_order(keys: Iterable[str], clusters: dict[str, int], seed: int = 0,
@@ -113,11 +118,10 @@ def cluster_typical_method(keys: list[str], fractions: list[float], cfg: SplitCo
     if not cfg.clusters:
         raise ValueError("--method cluster-typical needs --clusters (clusters.tsv or a `facesift redundancy` "
                          "output directory)")
-    table = read_cluster_table(cfg.clusters)
-    sims = {k: s for k, (_, s) in table.items() if s is not None}
+    clusters, sims = split_table(read_cluster_table(cfg.clusters))
     if not sims:
         raise ValueError(f"{cfg.clusters}: no centroid similarities (clusters.tsv from an older `facesift redundancy`)")
-    return cluster_balanced_splits(keys, fractions, {k: c for k, (c, _) in table.items()}, cfg.seed, sims)
+    return cluster_balanced_splits(keys, fractions, clusters, cfg.seed, sims)
 
 
 # the redundancy-aware `facesift shards split --method` values (random is shards.split's own)

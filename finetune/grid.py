@@ -92,6 +92,18 @@ def training_records(cfg: FinetuneConfig, data: TaskData, fraction: float, seed:
     return records
 
 
+def resolve_arch(cfg: FinetuneConfig) -> None:
+    """`arch: auto` made concrete before hashing: a run's identity names the real architecture."""
+    if cfg.arch == "auto":
+        import torch
+        cfg.arch = "resnet50" if torch.cuda.is_available() else "resnet18"
+
+
+def run_key(cfg: FinetuneConfig, data: TaskData, run: Run, digests: dict) -> str:
+    """The name of a run's result file: the hash of its identity (`digests` caches checkpoints')."""
+    return stable_hash(run_identity(cfg, data, run, _init_identity(run.init, cfg.arch, digests)))
+
+
 def run_one(cfg: FinetuneConfig, task, data: TaskData, run: Run, init_id: dict, out: Path, device=None,
             baseline: dict | None = None) -> dict:
     """Search (cached), train, optionally self-distil, evaluate on the test split; the result dict."""
@@ -146,9 +158,7 @@ def run_one(cfg: FinetuneConfig, task, data: TaskData, run: Run, init_id: dict, 
 def run_grid(cfg: FinetuneConfig, rank: int | None = None, world: int | None = None) -> dict:
     """Run (or resume) the grid; returns counts {done, skipped, failed, total}."""
     cfg.check()
-    if cfg.arch == "auto":   # resolved before hashing: a run's identity names the real architecture
-        import torch
-        cfg.arch = "resnet50" if torch.cuda.is_available() else "resnet18"
+    resolve_arch(cfg)
     here = env_rank()
     rank = here.rank if rank is None else rank
     world = here.world_size if world is None else world
@@ -174,8 +184,7 @@ def run_grid(cfg: FinetuneConfig, rank: int | None = None, world: int | None = N
     counts = {"done": 0, "skipped": 0, "failed": 0, "total": len(runs)}
     for run in progress(runs, desc=f"finetune[{rank}]" if world > 1 else "finetune", unit="run"):
         init_id = _init_identity(run.init, cfg.arch, digests)
-        key = stable_hash(run_identity(cfg, data, run, init_id))
-        if (out / "results" / f"{key}.json").exists():
+        if (out / "results" / f"{stable_hash(run_identity(cfg, data, run, init_id))}.json").exists():
             counts["skipped"] += 1
             continue
         try:

@@ -220,21 +220,18 @@ def reuse_results(cfg: FinetuneConfig, source: Path, out: Path) -> int:
     studies that share a data point (the same backbone, labels and recipe) train it once."""
     import shutil
 
-    from facesift.finetune.config import stable_hash
-    from facesift.finetune.grid import _init_identity, plan, run_identity
+    from facesift.finetune.grid import plan, resolve_arch, run_key
     from facesift.finetune.tasks import load_task
     if not (source / "results").is_dir():
         return 0
     cfg = copy.deepcopy(cfg)
-    if cfg.arch == "auto":   # as run_grid resolves it before hashing
-        import torch
-        cfg.arch = "resnet50" if torch.cuda.is_available() else "resnet18"
+    resolve_arch(cfg)   # as run_grid does before hashing
     _, data = load_task(cfg)
     digests: dict = {}
     copied = 0
     (out / "results").mkdir(parents=True, exist_ok=True)
     for run in plan(cfg):
-        name = f"{stable_hash(run_identity(cfg, data, run, _init_identity(run.init, cfg.arch, digests)))}.json"
+        name = f"{run_key(cfg, data, run, digests)}.json"
         src, dst = source / "results" / name, out / "results" / name
         if src.exists() and not dst.exists():
             tmp = dst.with_name(f".{dst.name}.tmp")

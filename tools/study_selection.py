@@ -80,7 +80,7 @@ def pool_redundancy(cfg: SelectionConfig, train: list[dict], work: Path) -> Path
 
 
 def select(method: str, keys: list[str], n: int, seed: int, keep: set[str],
-           table: dict[str, tuple[int, float | None]]) -> list[str]:
+           clusters: dict[str, int], sims: dict[str, float]) -> list[str]:
     """`n` keys of `keys` chosen by `method` for `seed` (random is the grid's own subset)."""
     from facesift.analysis.selection import balanced_order
     from facesift.shards.split import key_score
@@ -88,9 +88,7 @@ def select(method: str, keys: list[str], n: int, seed: int, keep: set[str],
         order = sorted((k for k in keys if k in keep), key=lambda k: key_score(k, seed))
         order += sorted((k for k in keys if k not in keep), key=lambda k: key_score(k, seed))
     else:
-        clusters = {k: c for k, (c, _) in table.items()}
-        sims = {k: s for k, (_, s) in table.items() if s is not None} if method == "cluster-typical" else None
-        order = balanced_order(keys, clusters, seed, sims)
+        order = balanced_order(keys, clusters, seed, sims if method == "cluster-typical" else None)
     return order[:n]
 
 
@@ -98,12 +96,12 @@ def write_key_lists(cfg: SelectionConfig, train: list[dict], red: Path, work: Pa
     """Every non-random method's key list per seed and fraction, sized like random's subset;
     also the methods whose every list *is* random's subset (random-dedup on a pool whose few
     near-duplicates no subset drew): their runs would repeat random's, so they are not trained."""
-    from facesift.analysis.selection import read_cluster_table
+    from facesift.analysis.selection import read_cluster_table, split_table
     from facesift.finetune.fractions import fraction_subset
     keys = [r["key"] for r in train]
     keep = set((red / "keep.txt").read_text().split())
-    table = read_cluster_table(red)
-    missing = [k for k in keys if k not in table]
+    clusters, sims = split_table(read_cluster_table(red))
+    missing = [k for k in keys if k not in clusters]
     if missing:
         raise ValueError(f"{red}: {len(missing)} training faces have no cluster (e.g. {missing[0]}); "
                          f"the redundancy run is of another pool")
@@ -116,7 +114,7 @@ def write_key_lists(cfg: SelectionConfig, train: list[dict], red: Path, work: Pa
             for f in cfg.fractions:
                 subset = {r["key"] for r in fraction_subset(train, f, seed)}
                 n = len(subset)
-                chosen = select(method, keys, n, seed, keep, table)
+                chosen = select(method, keys, n, seed, keep, clusters, sims)
                 if set(chosen) != subset:
                     same.discard(method)
                 path = work / "keys" / method / f"seed{seed}-{f:g}.txt"

@@ -9,12 +9,17 @@ import yaml
 
 from facesift.cli import main
 from facesift.finetune.datasets import read_landmarks
-from facesift.study_selection import select
+from facesift.analysis.selection import split_table
+from facesift.study_selection import select as _select
 
 from .test_study_redundancy import ROOT, _lists
 
 TINY_FT = ["image_size=32", "search.steps=[3]", "search.min_steps=1", "search.steps_images=0", "train.batch_size=8",
            "train.eval_batch_size=16", "train.workers=0", "train.cpu_amp=false", "train.ckpt_every=0"]
+
+
+def select(method, keys, n, seed, keep, table):
+    return _select(method, keys, n, seed, keep, *split_table(table))
 
 
 def _table() -> dict[str, tuple[int, float]]:

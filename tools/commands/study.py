@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import signal
 import subprocess
 from pathlib import Path
 
@@ -77,6 +78,7 @@ def run_study_command(args: argparse.Namespace) -> int:
     except (ValueError, FileNotFoundError) as exc:
         log.error("%s", exc)
         return 2
+    previous = signal.getsignal(signal.SIGTERM)
     exit_on_sigterm()
     try:
         with output_lock(args.work):
@@ -87,6 +89,8 @@ def run_study_command(args: argparse.Namespace) -> int:
     except (RuntimeError, subprocess.CalledProcessError) as exc:   # a stage failed: its log says why
         log.error("%s", exc)
         return 1
+    finally:   # called in-process (tests, scripts): the handler does not outlive the command
+        signal.signal(signal.SIGTERM, previous)
     print(format_table(result))
     plot = " plot " + str(args.work / "study.png") + "," if (args.work / "study.png").exists() else ""
     print(f"table {args.work / 'study.txt'},{plot} json {args.work / 'study.json'}")
