@@ -39,7 +39,7 @@ def self_distill(cfg: FinetuneConfig, task, teacher, labelled: list[dict], unlab
     """T rounds; returns the last student and per-round loss summaries."""
     history = []
     for round_ in range(1, cfg.distill + 1):
-        student = trainer.build_model(task, init, cfg.arch, cfg.adapt)
+        student = trainer.build_model(task, init, cfg.arch, cfg.adapt, seed=seed + 1000 * round_)
         losses = trainer.train(student, task, labelled, hp, cfg.train, seed=seed + 1000 * round_, device=device,
                                teacher=teacher, unlabelled=unlabelled,
                                labelled_weight=cfg.distill_labelled_weight)

@@ -70,15 +70,26 @@ def _init_identity(init: str, arch: str, cache: dict) -> dict:
 def _settings(cfg: FinetuneConfig) -> dict:
     """Every config field that changes a run's outcome (not where it is written, not the grid axes)."""
     d = to_dict(cfg)
-    for k in ("out", "inits", "fractions", "seeds"):
+    for k in ("out", "inits", "fractions", "seeds", "fraction_keys"):   # a run's own key list: `_key_list_id`
         d.pop(k)
     d["train"] = {k: v for k, v in d["train"].items() if k not in ("workers", "device", "ckpt_every", "eval_batch_size", "threads")}
     return d
 
 
+def _key_list_id(cfg: FinetuneConfig, run: Run) -> str | None:
+    """The digest of the key list this run trains on (None: the grid's own hash subset). Its
+    content, not its path: a list rewritten under the same name is another run, and a grid that
+    names other fractions' lists beside it is not."""
+    lists = parse_fraction_keys(cfg.fraction_keys)
+    if run.fraction not in lists:
+        return None
+    keys = sorted(read_key_list(lists[run.fraction].replace("{seed}", str(run.seed))))
+    return stable_hash({"keys": keys})
+
+
 def run_identity(cfg: FinetuneConfig, data: TaskData, run: Run, init_id: dict) -> dict:
     return {"settings": _settings(cfg), "n_train_pool": len(data.train), "n_test": len(data.test),
-            "init": init_id, "fraction": run.fraction, "seed": run.seed}
+            "init": init_id, "fraction": run.fraction, "seed": run.seed, "keys": _key_list_id(cfg, run)}
 
 
 def training_records(cfg: FinetuneConfig, data: TaskData, fraction: float, seed: int) -> list[dict]:
@@ -115,7 +126,7 @@ def run_one(cfg: FinetuneConfig, task, data: TaskData, run: Run, init_id: dict, 
     search_records = training_records(cfg, data, run.fraction, cfg.split_seed)
     search_key = dict(ident, seed=None)
     hp, trials, split_sizes = search(cfg, task, search_records, run.init, search_key, out, device=device)
-    model = trainer.build_model(task, run.init, cfg.arch, cfg.adapt)
+    model = trainer.build_model(task, run.init, cfg.arch, cfg.adapt, seed=run.seed)
     ckpt_dir = out / "runs" / key
     ckpt_dir.mkdir(parents=True, exist_ok=True)
     losses = trainer.train(model, task, records, hp, cfg.train, seed=run.seed, device=device,

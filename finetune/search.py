@@ -71,7 +71,7 @@ def search(cfg: FinetuneConfig, task, records: list[dict], init: str, search_key
         if path.exists():
             trials.append(json.loads(path.read_text()))
             continue
-        model = trainer.build_model(task, init, cfg.arch, cfg.adapt)
+        model = trainer.build_model(task, init, cfg.arch, cfg.adapt, seed=cfg.split_seed)
         losses = trainer.train(model, task, fit, hp, cfg.train, seed=cfg.split_seed, device=device)
         metrics = trainer.evaluate(model, task, val, cfg.train, device=device, reference=fit)
         trial = {"hparams": hp.as_dict(), "val_metrics": metrics, "final_loss": losses[-1],

@@ -65,7 +65,12 @@ def build_trunk(init: str, arch: str) -> nn.Module:
     return load_backbone(init)
 
 
-def build_model(task, init: str, arch: str, adapt: str = "full") -> TaskModel:
+def build_model(task, init: str, arch: str, adapt: str = "full", seed: int | None = None) -> TaskModel:
+    """The trunk and the task's head; with `seed`, the head's random init is that seed's, whatever
+    this process ran before (the previous run of a rank, a search's trials, the runs a resume
+    skips): a run's result is a function of its identity alone."""
+    if seed is not None:
+        seed_everything(seed)
     trunk = build_trunk(init, arch)
     return TaskModel(trunk, task.head(trunk), frozen=(adapt == "linear"))
 

@@ -54,7 +54,7 @@ from facesift.shards.index import shard_urls
 from facesift.common.atomic import atomic_write_json, remove_stale_temps
 from facesift.common.config import resolve, save_config
 from facesift.common.lock import LOCK_NAME, LockHeld, output_lock
-from facesift.common.runtime import env_rank
+from facesift.common.runtime import cpu_has_bf16, env_rank
 from facesift.common.stopping import GracefulStop, stop_code
 
 log = logging.getLogger("facesift.pretrain")
@@ -76,16 +76,7 @@ def bf16_native(device: torch.device) -> bool:
     resnet18 step). Elsewhere bf16 would be emulated, slower than fp32: keep fp32."""
     if device.type == "cuda":
         return True
-    return device.type == "cpu" and _cpu_bf16()
-
-
-@functools.lru_cache(maxsize=None)
-def _cpu_bf16() -> bool:
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:  # not Linux: no cheap way to tell, stay in fp32
-        return False
-    return any(f" {flag}" in flags for flag in ("avx512_bf16", "amx_bf16"))
+    return device.type == "cpu" and cpu_has_bf16()
 
 
 @dataclass(frozen=True)

@@ -41,7 +41,7 @@ ensure_importable()
 from facesift.common.atomic import atomic_write_json  # noqa: E402
 from facesift.common.config import resolve  # noqa: E402
 from facesift.common.logsetup import setup_logging  # noqa: E402
-from facesift.experiment import (DEFAULT_EXCLUDE, collapse_report, collect, exit_on_sigterm, finetune, pretrain,  # noqa: E402
+from facesift.experiment import (DEFAULT_EXCLUDE, collapse_report, collect, exit_on_sigterm, finetune, grid_keys, pretrain,  # noqa: E402
                                  stop_all, t_interval, training_lists, write_pool_shards)  # noqa: F401 (tests)
 from facesift.finetune.config import FinetuneConfig, stable_hash  # noqa: E402
 from facesift.finetune.baseline import cached_mean_shape  # noqa: E402
@@ -137,6 +137,7 @@ def main() -> int:
     timing = ft_out / "bench-seconds.json"
     finetune_s = json.loads(timing.read_text())["seconds"] if timing.exists() else 0.0
     t1 = time.time()
+    grids = [cfg]
     try:   # an interrupted session's time counts too: the next session resumes its grid
         codes = finetune(cfg, ft_out, args.ranks, args.threads)
         if args.seeds_smallest > args.seeds and not any(codes):
@@ -144,6 +145,7 @@ def main() -> int:
             # (a run's identity holds neither the seed count nor the fraction list), the new seeds run
             extra = copy.deepcopy(cfg)
             extra.fractions, extra.seeds = [min(cfg.fractions)], args.seeds_smallest
+            grids.append(extra)
             codes = finetune(extra, ft_out, args.ranks, args.threads, name="recipe-smallest.yaml")
     finally:
         finetune_s += time.time() - t1
@@ -152,7 +154,7 @@ def main() -> int:
     if any(codes):
         log.error("fine-tuning exited %s", codes)
 
-    rows = collect(ft_out / "results", {"scratch": "scratch", str(backbone): "swav"})
+    rows = collect(ft_out / "results", {"scratch": "scratch", str(backbone): "swav"}, keys=grid_keys(*grids))
     baseline = cached_mean_shape(task, split.train, split.test, ft_out)[task.primary]
     print()
     print(f"few-shot landmarks, held-out faces: {len(split.train)} training / {len(split.test)} test ({test}); "

@@ -195,11 +195,29 @@ def collapse_report(ckpt: Path) -> str:
             f"collapse warnings in log: {warnings}")
 
 
-def collect(results: Path, inits: dict[str, str], metric: str = "nme") -> list[dict]:
+def grid_keys(*cfgs: FinetuneConfig) -> set[str]:
+    """The result-file names (without .json) of every run of these grids, as `run_grid` names them."""
+    from facesift.finetune.grid import plan, resolve_arch, run_key
+    from facesift.finetune.tasks import load_task
+    keys: set[str] = set()
+    digests: dict = {}
+    for cfg in cfgs:
+        cfg = copy.deepcopy(cfg)
+        resolve_arch(cfg)   # as run_grid does before hashing
+        _, data = load_task(cfg)
+        keys |= {run_key(cfg, data, run, digests) for run in plan(cfg)}
+    return keys
+
+
+def collect(results: Path, inits: dict[str, str], metric: str = "nme", keys: set[str] | None = None) -> list[dict]:
     """Rows {init, fraction, nme_mean, nme_ci, seeds} from the grid's result files: `metric`
-    (e.g. "nme[turned]") under the row's `nme_*` names; a result without it is left out."""
+    (e.g. "nme[turned]") under the row's `nme_*` names; a result without it is left out. With
+    `keys` (`grid_keys`), only those runs: a folder also keeps the runs of earlier settings, and a
+    table that counted them would report more seeds than the grid ran."""
     cells: dict[tuple[str, float], list[float]] = {}
     for path in sorted(results.glob("*.json")):
+        if keys is not None and path.stem not in keys:
+            continue
         r = json.loads(path.read_text())
         name = inits.get(r["init"])
         if name is None or metric not in r["metrics"]:
@@ -220,19 +238,12 @@ def reuse_results(cfg: FinetuneConfig, source: Path, out: Path) -> int:
     studies that share a data point (the same backbone, labels and recipe) train it once."""
     import shutil
 
-    from facesift.finetune.grid import plan, resolve_arch, run_key
-    from facesift.finetune.tasks import load_task
     if not (source / "results").is_dir():
         return 0
-    cfg = copy.deepcopy(cfg)
-    resolve_arch(cfg)   # as run_grid does before hashing
-    _, data = load_task(cfg)
-    digests: dict = {}
     copied = 0
     (out / "results").mkdir(parents=True, exist_ok=True)
-    for run in plan(cfg):
-        name = f"{run_key(cfg, data, run, digests)}.json"
-        src, dst = source / "results" / name, out / "results" / name
+    for key in sorted(grid_keys(cfg)):
+        src, dst = source / "results" / f"{key}.json", out / "results" / f"{key}.json"
         if src.exists() and not dst.exists():
             tmp = dst.with_name(f".{dst.name}.tmp")
             shutil.copyfile(src, tmp)

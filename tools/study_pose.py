@@ -22,7 +22,8 @@ from pathlib import Path
 
 from facesift.common.atomic import atomic_write_json, atomic_write_text
 from facesift.common.config import bounded_list, save_config, to_dict
-from facesift.experiment import collapse_report, collect, finetune, heldout_split, pretrain, reuse_results
+from facesift.experiment import (collapse_report, collect, finetune, grid_keys, heldout_split, pretrain,
+                                 reuse_results)
 from facesift.study_redundancy import SetStudyConfig, StudyConfig
 
 log = logging.getLogger("facesift.study")
@@ -31,7 +32,8 @@ PARTS = ("nme", "nme[frontal]", "nme[turned]")
 
 @dataclass
 class PoseConfig(SetStudyConfig):
-    """About 25 minutes on a 2-core CPU reusing a redundancy study (`from_study`), 35 without. With
+    """About 25 minutes on a 2-core CPU reusing a redundancy study (`from_study`: 31 measured beside
+    a test run), about an hour without (both pretrainings and all six fine-tunings). With
     `from_study`, that folder's saved config decides the shared fields (set, budgets, recipes)."""
     from_study: str = ""               # a `facesift study redundancy` work folder to reuse
     fractions: list[float] = bounded_list([0.02], 0.001, 1.0)
@@ -103,7 +105,8 @@ def run_pose(cfg: PoseConfig, work: Path) -> dict:
     if any(codes):
         raise RuntimeError(f"fine-tuning exited {codes}; see the logs above (re-run to resume)")
     names = {str(uniform): "uniform", str(balanced): "pose-balanced"}
-    rows = {part: collect(out / "results", names, metric=part) for part in PARTS}
+    keys = grid_keys(ft)
+    rows = {part: collect(out / "results", names, metric=part, keys=keys) for part in PARTS}
     table_file = work / "balanced" / "ckpt" / "pose_balance.json"
     result = {"config": to_dict(cfg), "set": str(shards), "test": str(test_list),
               "test_faces": split_sizes(test_list),

@@ -31,7 +31,7 @@ import numpy as np
 from facesift.common.atomic import atomic_write_json, atomic_write_text
 from facesift.common.config import bounded, bounded_list, save_config, to_dict
 from facesift.experiment import (DEFAULT_EXCLUDE, FACESIFT, STUDY_FINETUNE, collapse_report, collect, finetune,
-                                 heldout_split, pretrain)
+                                 grid_keys, heldout_split, pretrain)
 
 log = logging.getLogger("facesift.study")
 CHECKOUT = Path(__file__).resolve().parents[1]
@@ -172,7 +172,7 @@ def run_study(cfg: StudyConfig, work: Path) -> dict:
     if any(codes):
         raise RuntimeError(f"fine-tuning exited {codes}; see the logs above (re-run to resume)")
     names = {s["backbone"]: s["name"] for s in sets} | {"scratch": "scratch"}
-    rows = collect(ft_out / "results", names)
+    rows = collect(ft_out / "results", names, keys=grid_keys(ft))
     task, split = load_task(ft)
     baseline = cached_mean_shape(task, split.train, split.test, ft_out)[task.primary]
     by = {(r["init"], r["fraction"]): r for r in rows}

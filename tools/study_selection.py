@@ -26,7 +26,8 @@ from pathlib import Path
 
 from facesift.common.atomic import atomic_write_json, atomic_write_text
 from facesift.common.config import bounded, bounded_list, save_config, to_dict
-from facesift.experiment import DEFAULT_EXCLUDE, STUDY_FINETUNE, collect, finetune, heldout_split, reuse_results
+from facesift.experiment import (DEFAULT_EXCLUDE, STUDY_FINETUNE, collect, finetune, grid_keys, heldout_split,
+                                 reuse_results)
 
 log = logging.getLogger("facesift.study")
 CHECKOUT = Path(__file__).resolve().parents[1]
@@ -163,7 +164,7 @@ def run_selection(cfg: SelectionConfig, work: Path) -> dict:
         codes = finetune(ft, out, cfg.ranks, cfg.threads, name="recipe.yaml")
         if any(codes):
             raise RuntimeError(f"fine-tuning {method} exited {codes}; see the logs above (re-run to resume)")
-        rows[method] = {str(r["fraction"]): r for r in collect(out / "results", {init: method})}
+        rows[method] = {str(r["fraction"]): r for r in collect(out / "results", {init: method}, keys=grid_keys(ft))}
     rows = {m: rows["random"] if m in as_random and "random" in cfg.methods else rows[m] for m in cfg.methods}
     task, split = load_task(base)
     baseline = cached_mean_shape(task, split.train, split.test, work / "finetune")[task.primary]

@@ -459,6 +459,10 @@ def test_detector_workers_give_identical_shards(shared_data, tmp_path):
         cfg = _cfg(out, from_dir=str(src))
         cfg.detect.batch_size, cfg.detect.min_face_px, cfg.detect.workers = 2, 60, workers
         cfg.detect.isolate = isolate
+        # one torch thread everywhere: oneDNN's convolutions round differently with 1 and 2
+        # intra-op threads on some CPUs (an AMD EPYC moved a landmark by 2e-5 px, one crop byte),
+        # and by default 1 worker gets every core while 3 workers get one each
+        cfg.detect.threads = 1
         cfg.download.dedupe = False
         run_curate(cfg, progress=False)
         return [(s["__key__"], s["jpg"].tobytes()) for s in _samples(out)], json.loads((out / "stats.json").read_text())

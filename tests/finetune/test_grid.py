@@ -224,3 +224,46 @@ def test_seeded_key_lists_give_each_seed_its_own_labelled_faces(tmp_path, tiny_l
     sizes = {r["seed"]: r["sizes"]["train"] for r in
              (json.loads(p.read_text()) for p in (tmp_path / "ft" / "results").glob("*.json"))}
     assert sizes == {0: 3, 1: 4}
+
+
+def test_a_runs_result_does_not_depend_on_the_runs_before_it(tmp_path, tiny_landmarks):
+    """Seed 1 trained after seed 0 in one process equals seed 1 trained alone (its seed-0 result
+    already on disk, as after a resume or on another rank): the head is seeded before it is built."""
+    import shutil
+
+    import torch
+
+    both = tiny_cfg(tmp_path / "both", task="landmarks", data=str(tiny_landmarks), fractions=[0.5], seeds=2)
+    assert grid.run_grid(both)["done"] == 2
+    done = {json.loads(p.read_text())["seed"]: p for p in (tmp_path / "both" / "ft" / "results").glob("*.json")}
+    alone = tiny_cfg(tmp_path / "alone", task="landmarks", data=str(tiny_landmarks), fractions=[0.5], seeds=2)
+    (tmp_path / "alone" / "ft" / "results").mkdir(parents=True)
+    shutil.copy(done[0], tmp_path / "alone" / "ft" / "results" / done[0].name)
+    torch.manual_seed(12345)   # whatever the process drew before
+    torch.rand(1000)
+    assert grid.run_grid(alone) == {"done": 1, "skipped": 1, "failed": 0, "total": 2}
+    a, b = json.loads(done[1].read_text()), json.loads((tmp_path / "alone" / "ft" / "results" / done[1].name).read_text())
+    assert a["train_loss"] == b["train_loss"] and a["metrics"] == b["metrics"]
+
+
+def test_a_run_is_named_by_its_key_lists_content_not_its_path(tmp_path, tiny_landmarks):
+    """A list rewritten under the same path is another run; naming other fractions' lists
+    beside it, or moving it, is the same run."""
+    cfg = tiny_cfg(tmp_path, task="landmarks", data=str(tiny_landmarks), fractions=[0.5, 1.0])
+    task, data = load_task(cfg)
+    keys = [r["key"] for r in data.train]
+    (tmp_path / "a.txt").write_text("\n".join(keys[:4]) + "\n")
+    (tmp_path / "b.txt").write_text("\n".join(reversed(keys[:4])) + "\n")   # same keys, other order and file
+    (tmp_path / "other.txt").write_text("\n".join(keys[-3:]) + "\n")
+    run = grid.Run("scratch", 0.5, 0)
+
+    def key(*lists):
+        cfg.fraction_keys = list(lists)
+        return grid.run_key(cfg, data, run, {})
+
+    first = key(f"0.5={tmp_path}/a.txt")
+    assert key(f"0.5={tmp_path}/b.txt") == first
+    assert key(f"1.0={tmp_path}/other.txt", f"0.5={tmp_path}/a.txt") == first
+    assert key() != first                                 # the grid's own hash subset
+    (tmp_path / "a.txt").write_text("\n".join(keys[1:5]) + "\n")
+    assert key(f"0.5={tmp_path}/a.txt") != first

@@ -84,7 +84,9 @@ def _learning_run(face_shards, out, steps, on_device=False):
 
 
 @pytest.mark.timeout(900)
-@pytest.mark.parametrize("on_device", [False, True], ids=["crops-in-workers", "crops-on-device"])
+# the on-device crops' own checks are in test_data.py; their learning run is `make test-all`
+@pytest.mark.parametrize("on_device", [False, pytest.param(True, marks=pytest.mark.slow)],
+                         ids=["crops-in-workers", "crops-on-device"])
 def test_loss_falls_and_codes_stay_spread(face_shards, tmp_path, on_device):
     """30 steps on real faces: the loss falls clearly from where it starts, the codes keep using
     many prototypes, nothing concentrates and the collapse watch stays quiet — with the crops
@@ -98,10 +100,12 @@ def test_loss_falls_and_codes_stay_spread(face_shards, tmp_path, on_device):
     assert all(float(r["images_per_s"]) > 0 and 0 <= float(r["data_wait"]) <= 1 for r in rows)
 
 
+@pytest.mark.slow   # `make test-all`: 90 s where written; it ran past 15 min on a loaded 2-core AMD EPYC
 @pytest.mark.timeout(900)
 def test_loss_falls_well_below_ln_k_long(face_shards, tmp_path):
     """The issue's criterion: 400 steps on real faces end well below ln K with no collapse
-    warning (measured: under ln K - 0.5 with 2 threads in about 90 s)."""
+    warning (measured: under ln K - 0.5 with 2 threads in about 90 s). The 30-step test above
+    keeps the learning check in `make test`."""
     result, rows = _learning_run(face_shards, tmp_path, 400)
     tail = [float(r["loss"]) for r in rows[-3:]]
     assert max(tail) < math.log(64) - 0.5, tail

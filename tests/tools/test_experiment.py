@@ -4,7 +4,7 @@ from __future__ import annotations
 import copy
 from pathlib import Path
 
-from facesift.experiment import collect, reuse_results
+from facesift.experiment import collect, grid_keys, reuse_results
 from facesift.finetune import grid
 
 from tests.finetune.conftest import _one_thread, tiny_cfg, tiny_landmarks  # noqa: F401 (fixtures)
@@ -33,6 +33,13 @@ def test_collect_reads_any_metric_and_leaves_out_runs_without_it(tmp_path, tiny_
     results = tmp_path / "ft" / "results"
     assert collect(results, {"scratch": "s"})[0]["seeds"] == 2
     assert collect(results, {"scratch": "s"}, metric="no-such-metric") == []
+    # a run of earlier settings left in the folder: the grid's own keys count 2 seeds, not 3
+    earlier = tiny_cfg(tmp_path, task="landmarks", data=str(tiny_landmarks), fractions=[1.0], seeds=1)
+    earlier.train.weight_decay = 0.5
+    grid.run_grid(earlier)
+    assert collect(results, {"scratch": "s"})[0]["seeds"] == 3
+    assert collect(results, {"scratch": "s"}, keys=grid_keys(cfg))[0]["seeds"] == 2
+    assert collect(results, {"scratch": "s"}, keys=grid_keys(cfg, earlier))[0]["seeds"] == 3
 
 
 def test_a_held_out_subset_is_fixed_and_kept_out_of_the_training_side(tmp_path):
