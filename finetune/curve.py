@@ -48,9 +48,11 @@ def unusable(res: object) -> str | None:
     return None
 
 
-def load_results(path: str | Path, skipped: list[str] | None = None) -> list[dict]:
+def load_results(path: str | Path, skipped: list[str] | None = None,
+                 superseded: list[str] | None = None) -> list[dict]:
     """Every usable result JSON under `path` (a results folder, a grid's output folder, or one
-    file); each file that cannot be used is named in the log and, with `skipped`, listed there."""
+    file); each file that cannot be used is named in the log and, with `skipped`, listed there;
+    each older result of a run that has a newer one, likewise in `superseded`."""
     path = Path(path)
     files = [path] if path.is_file() else sorted(path.rglob("*.json"))
     out = []
@@ -71,10 +73,33 @@ def load_results(path: str | Path, skipped: list[str] | None = None) -> list[dic
             if skipped is not None:
                 skipped.append(f"{f}: {why}")
             continue
-        out.append(res)
+        out.append((f, res))
+    out = _newest_per_run(out, superseded)
     if not out:
         raise FileNotFoundError(f"{path}: no usable fine-tuning results (results/<hash>.json)")
     return out
+
+
+def _newest_per_run(found: list[tuple[Path, dict]], superseded: list[str] | None) -> list[dict]:
+    """One result per (task, dataset, adaptation, distillation, init, fraction, seed): a folder
+    that also keeps the runs of earlier settings (the grid never deletes a result) would
+    otherwise count them as extra seeds. The newest file wins; the others are named and counted
+    (not an error: re-running a changed recipe into its old folder is how a grid is used)."""
+    newest: dict[tuple, tuple[float, Path, dict]] = {}
+    for f, res in found:
+        run = (*_group_key(res), res["init"], float(res["fraction"]), res.get("seed"))
+        mtime = f.stat().st_mtime if f.exists() else 0.0
+        old = newest.get(run)
+        if old is None or (mtime, str(f)) > (old[0], str(old[1])):
+            newest[run], loser = (mtime, f, res), old
+        else:
+            loser = (mtime, f, res)
+        if loser is not None:
+            why = f"superseded by {newest[run][1].name}: the same init, fraction and seed under other settings"
+            log.warning("%s: not counted, %s", loser[1], why)
+            if superseded is not None:
+                superseded.append(f"{loser[1]}: {why}")
+    return [res for _, _, res in sorted(newest.values(), key=lambda v: str(v[1]))]
 
 
 def _group_key(r: dict) -> tuple:

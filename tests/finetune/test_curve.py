@@ -69,6 +69,31 @@ def test_table_plot_and_cli(tmp_path, capsys):
     assert saved[0]["metric"] == "nme"
 
 
+def test_a_run_of_earlier_settings_is_not_counted_as_another_seed(tmp_path, capsys):
+    """The grid never deletes a result: after a change of settings, one folder holds two results
+    for the same init, fraction and seed. The newer is the run; the older is named and counted in
+    the summary, and is not an error (re-running a changed recipe into its folder is normal)."""
+    import os
+
+    res = tmp_path / "results"
+    for seed in range(2):
+        _write(res, "scratch", 0.1, seed, 6.0 + seed)
+    stale = json.loads((res / "scratch-0.1-0.json").read_text())
+    stale.update(key="old-settings", metrics={"nme": 60.0})
+    (res / "old-settings.json").write_text(json.dumps(stale))
+    os.utime(res / "old-settings.json", (1, 1))   # written long before
+    skipped: list[str] = []
+    superseded: list[str] = []
+    results = curve.load_results(res, skipped, superseded)
+    assert sorted(r["key"] for r in results) == ["scratch-0.1-0", "scratch-0.1-1"]
+    assert not skipped and len(superseded) == 1 and "old-settings.json" in superseded[0]
+    row = curve.summarise(results)[0]["rows"][0]
+    assert row["seeds"] == 2 and row["metrics"]["nme"][0] == pytest.approx(6.5)
+    assert cli_main(["curve", str(res)]) == 0
+    printed = capsys.readouterr()
+    assert "superseded by scratch-0.1-0.json" in printed.err and "superseded=1" in printed.out
+
+
 def test_no_results_is_a_clear_error(tmp_path, capsys):
     assert cli_main(["curve", str(tmp_path)]) == 2
     assert "no usable fine-tuning results" in capsys.readouterr().err

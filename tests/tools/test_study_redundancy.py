@@ -63,7 +63,7 @@ def test_the_study_runs_end_to_end_and_resumes(tmp_path, capsys):
     train, test = _lists(tmp_path, 40, 12)
     work = tmp_path / "work"
     args = ["study", "redundancy", "--work", str(work), "--data", str(train), "--test", str(test),
-            "--config", str(_config(tmp_path))]
+            "--config", str(_config(tmp_path)), "--set", "scratch=true"]   # the optional reference row too
     assert main(args) == 0
     result = json.loads((work / "study.json").read_text())
     assert [s["rate"] for s in result["sets"]] == [0.0, 0.5]

@@ -25,8 +25,9 @@ def run(args: argparse.Namespace) -> int:
     from facesift.common.logsetup import summary
 
     skipped: list[str] = []
+    superseded: list[str] = []
     try:
-        results = load_results(args.results, skipped)
+        results = load_results(args.results, skipped, superseded)
         blocks = summarise(results, args.metric, args.tolerance)
     except (FileNotFoundError, ValueError) as exc:
         log.error("%s", exc)
@@ -36,5 +37,6 @@ def run(args: argparse.Namespace) -> int:
     base = base.parent if base.name == "results" else base
     png = plot(blocks, args.plot or base / "curve.png")
     atomic_write_json(base / "curve.json", [{k: v for k, v in b.items()} for b in blocks])
-    summary("curve", results=len(results), skipped=len(skipped), groups=len(blocks), plot=str(png))
+    summary("curve", results=len(results), skipped=len(skipped), superseded=len(superseded), groups=len(blocks),
+            plot=str(png))
     return 1 if skipped else 0
