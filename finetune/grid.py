@@ -185,6 +185,8 @@ def run_grid(cfg: FinetuneConfig, rank: int | None = None, world: int | None = N
         torch.set_num_threads(cfg.train.threads)
     digests: dict = {}
     runs = rank_runs(plan(cfg), rank, world, by_data_point=cfg.trials > 1)
+    for run in runs:   # every key list read (and every init hashed) before any training: a missing one exits 2 now
+        run_key(cfg, data, run, digests)
     baseline = None
     if cfg.task == "landmarks" and runs:
         from facesift.finetune.baseline import cached_mean_shape

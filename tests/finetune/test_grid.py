@@ -267,3 +267,13 @@ def test_a_run_is_named_by_its_key_lists_content_not_its_path(tmp_path, tiny_lan
     assert key() != first                                 # the grid's own hash subset
     (tmp_path / "a.txt").write_text("\n".join(keys[1:5]) + "\n")
     assert key(f"0.5={tmp_path}/a.txt") != first
+
+
+def test_a_missing_key_list_stops_the_grid_before_any_training(tmp_path, tiny_landmarks):
+    cfg = tiny_cfg(tmp_path, task="landmarks", data=str(tiny_landmarks), fractions=[0.5], seeds=2)
+    _, data = load_task(cfg)
+    (tmp_path / "keys-0.txt").write_text(data.train[0]["key"] + "\n" + data.train[1]["key"] + "\n")
+    cfg.fraction_keys = [f"0.5={tmp_path}/keys-{{seed}}.txt"]   # seed 1's list does not exist
+    with pytest.raises(FileNotFoundError, match="keys-1.txt"):
+        grid.run_grid(cfg)
+    assert not list((tmp_path / "ft" / "results").glob("*.json"))
