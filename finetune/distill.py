@@ -39,8 +39,9 @@ def self_distill(cfg: FinetuneConfig, task, teacher, labelled: list[dict], unlab
     """T rounds; returns the last student and per-round loss summaries."""
     history = []
     for round_ in range(1, cfg.distill + 1):
-        student = trainer.build_model(task, init, cfg.arch, cfg.adapt, seed=seed + 1000 * round_)
-        losses = trainer.train(student, task, labelled, hp, cfg.train, seed=seed + 1000 * round_, device=device,
+        round_seed = seed + 1000 * round_
+        student = trainer.build_model(task, init, cfg.arch, cfg.adapt, seed=round_seed)
+        losses = trainer.train(student, task, labelled, hp, cfg.train, seed=round_seed, device=device,
                                teacher=teacher, unlabelled=unlabelled,
                                labelled_weight=cfg.distill_labelled_weight)
         history.append({"round": round_, "first_loss": losses[0], "final_loss": losses[-1]})

@@ -185,8 +185,8 @@ def run_grid(cfg: FinetuneConfig, rank: int | None = None, world: int | None = N
         torch.set_num_threads(cfg.train.threads)
     digests: dict = {}
     runs = rank_runs(plan(cfg), rank, world, by_data_point=cfg.trials > 1)
-    for run in runs:   # every key list read (and every init hashed) before any training: a missing one exits 2 now
-        run_key(cfg, data, run, digests)
+    # every run named (its key list read, its init hashed) before any training: a missing one exits 2 now
+    keys = {run: run_key(cfg, data, run, digests) for run in runs}
     baseline = None
     if cfg.task == "landmarks" and runs:
         from facesift.finetune.baseline import cached_mean_shape
@@ -196,12 +196,12 @@ def run_grid(cfg: FinetuneConfig, rank: int | None = None, world: int | None = N
             log.warning("mean-shape baseline not computed: %s", exc)
     counts = {"done": 0, "skipped": 0, "failed": 0, "total": len(runs)}
     for run in progress(runs, desc=f"finetune[{rank}]" if world > 1 else "finetune", unit="run"):
-        init_id = _init_identity(run.init, cfg.arch, digests)
-        if (out / "results" / f"{stable_hash(run_identity(cfg, data, run, init_id))}.json").exists():
+        if (out / "results" / f"{keys[run]}.json").exists():
             counts["skipped"] += 1
             continue
         try:
-            res = run_one(cfg, task, data, run, init_id, out, device, baseline=baseline)
+            res = run_one(cfg, task, data, run, _init_identity(run.init, cfg.arch, digests), out, device,
+                          baseline=baseline)
         except NotACheckpoint:  # a bad --inits file fails every run of it: the command's error (exit 2)
             raise
         except (FloatingPointError, RuntimeError, ValueError, OSError) as exc:
