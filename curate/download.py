@@ -21,6 +21,7 @@ import concurrent.futures as cf
 import hashlib
 import io
 import os
+import re
 import threading
 import time
 import urllib.parse
@@ -40,6 +41,7 @@ from facesift.common.imagemodes import to_rgb
 from facesift.curate.retry import RetriesExhausted, retry_call
 
 RETRY_STATUS = {429, 500, 502, 503, 504}
+_ADDRESS = re.compile(r" <[\w.]+ object at 0x[0-9a-f]+>")
 
 
 class SkipPhoto(Exception):
@@ -119,7 +121,7 @@ def decode_pil(data: bytes, max_pixels: int, min_side: int = 1, draft: int = 0,
             im.draft("RGB", (draft, draft))
         stage = "pixels"
         im.load()
-        im = ImageOps.exif_transpose(im)
+        ImageOps.exif_transpose(im, in_place=True)  # in place: without a tag the default copies the pixels
         return to_rgb(im)
     except SkipPhoto:
         raise
@@ -132,7 +134,8 @@ def decode_pil(data: bytes, max_pixels: int, min_side: int = 1, draft: int = 0,
         text = str(exc).lower()
         cut = stage == "pixels" and ("truncated" in text or "broken data stream" in text)
         reason = R.TRUNCATED if cut else R.CANNOT_DECODE
-        raise SkipPhoto(f"cannot decode {kind}: {type(exc).__name__}: {exc}", reason) from None
+        said = _ADDRESS.sub("", str(exc))  # PIL names the buffer by its address: noise in a catalog
+        raise SkipPhoto(f"cannot decode {kind}: {type(exc).__name__}: {said}", reason) from None
 
 
 # ---- fetching --------------------------------------------------------------------------------
@@ -357,6 +360,8 @@ def download(rows: Iterable[dict], cfg: DownloadConfig,
     and `fetched.processed` holds its result (or the exception it raised) instead of `image`:
     per-photo work that needs no batch (the `--detector none` crop, hashes, JPEG encode) runs
     where the photo already is, without an array copy or a second thread hop.
+
+    `download_processes.download_in_processes` is the same over several processes.
     """
     window = cfg.queue_size or 8 * max(1, cfg.workers)
     return ordered_map(Fetcher(cfg, post), rows, cfg.workers, max(window, cfg.workers))

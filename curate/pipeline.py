@@ -45,6 +45,7 @@ from facesift.common.runtime import parse_part
 from facesift.curate.config import CurateConfig, check_config
 from facesift.curate.counts import RunCounts
 from facesift.curate.download import Fetched, download
+from facesift.curate.download_processes import auto_processes, download_in_processes
 from facesift.curate.reasons import DUPLICATE
 from facesift.curate.recovery import reconcile
 from facesift.curate.samples import face_samples, whole_image_samples
@@ -179,7 +180,11 @@ def _run_locked(cfg: CurateConfig, part: tuple[int, int] | None, out: Path, prog
                 loop["end"] = max(loop.get("end", end), end)
             return [encoders.submit(face_samples, f, d, cfg, detector_name) for f, d in zip(batch, dets)]
 
-        stream = download(rows, fetch_cfg, post=post)
+        processes = auto_processes(cfg.download.processes, len(rows)) if post is not None else 1
+        if processes > 1:
+            log.info("curate: downloading in %d processes", processes)
+        stream = download_in_processes(rows, fetch_cfg, post, processes) if processes > 1 else \
+            download(rows, fetch_cfg, post=post)
         try:
             tick = time.perf_counter()
             for batch in _batches(stream, sink, seen, cfg.detect.batch_size, cfg.download.dedupe, counts):

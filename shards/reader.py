@@ -23,8 +23,6 @@ import tarfile
 from dataclasses import dataclass
 from typing import IO, Callable, Container, Iterator
 
-import webdataset as wds
-
 from facesift.shards.index import local_path
 
 # what a broken archive, a cut-off compressed stream or a failing transport raise while reading
@@ -139,7 +137,10 @@ def _open_stream(url: str, fileobj: IO[bytes] | None) -> tuple[IO[bytes], bool]:
         return fileobj, False
     path = local_path(url)
     try:
-        return (open(path, "rb") if path is not None else wds.gopen(url, "rb")), True
+        if path is not None:
+            return open(path, "rb"), True
+        import webdataset as wds  # only for remote URLs: importing it loads torch (1.2 s of every command's start)
+        return wds.gopen(url, "rb"), True
     except READ_ERRORS as exc:
         raise DamagedShard(url, _read_problem(exc, url, started=False)) from None
 

@@ -1,6 +1,6 @@
 """Benchmark `facesift curate` against img2dataset, and the curate pipeline against its detector.
 
-    .venv/bin/python tools/bench_curate.py [--count 300] [--threads 16] [--detect-count 48] [--device cuda] [--keep]
+    .venv/bin/python tools/bench_curate.py [--count 2000] [--threads 16] [--detect-count 48] [--device cuda] [--keep]
 
 One run, same images, same loopback server, printing a table and two ratios:
 
@@ -367,7 +367,9 @@ def ceiling(paths: list[Path], cores: int) -> float:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--count", type=int, default=300, help="images for part 1 (default 300)")
+    parser.add_argument("--count", type=int, default=2000,
+                        help="images for part 1 (default 2000: fewer time the start of the run, and "
+                             "curate's download processes start from 1,000 photos)")
     parser.add_argument("--detect-count", type=int, default=48,
                         help="images for part 2, the first of the same list (default 48)")
     parser.add_argument("--repeat-detect", type=int, default=2,

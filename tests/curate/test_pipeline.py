@@ -156,7 +156,8 @@ def test_catalog_from_sandbox_crawl(shared_data, tmp_path, monkeypatch):
     assert b"test-key-1234" not in blob and b"test-secret-5678" not in blob
 
 
-def test_bad_inputs_are_counted_skips(shared_data, tmp_path):
+@pytest.mark.parametrize("processes", [1, 2])
+def test_bad_inputs_are_counted_skips(shared_data, tmp_path, processes):
     with FlickrSandbox(SandboxConfig(photos=str(shared_data / "photos"), queries={"faces": 4},
                                      slow_seconds=4.0)) as sb:
         bad = ["corrupt.jpg", "truncated.jpg", "html.jpg", "huge.png", "404", "500", "slow.jpg"]
@@ -167,7 +168,7 @@ def test_bad_inputs_are_counted_skips(shared_data, tmp_path):
         out = tmp_path / "out"
         cfg = _cfg(out, from_urls=str(listing))
         cfg.detect.backend = "none"
-        cfg.download.timeout = 1.0
+        cfg.download.timeout, cfg.download.processes = 1.0, processes
         counts = run_curate(cfg, progress=False)
         assert sum(run_curate(cfg, progress=False).photos.values()) == 0  # nothing left to do
         cfg.retry_failed = True
@@ -182,16 +183,22 @@ def test_bad_inputs_are_counted_skips(shared_data, tmp_path):
     assert len(_samples(out)) == 3
 
 
-def test_exact_duplicates_parts_and_deterministic_bytes(tmp_path):
-    """--detector none on synthetic images: fast, so parts / duplicates / byte identity are cheap."""
+def _synthetic_src(tmp_path: Path, n: int = 24) -> Path:
+    """`n` random PNGs (half in a subfolder), a byte copy of the first, and a text file."""
     src = tmp_path / "src"
     (src / "sub").mkdir(parents=True)
     rng = np.random.default_rng(0)
-    for i in range(24):
+    for i in range(n):
         Image.fromarray(rng.integers(0, 255, (48 + i, 80, 3), dtype=np.uint8)).save(
             src / ("sub" if i % 2 else "") / f"img.{i}.png")
     (src / "copy.png").write_bytes((src / "img.0.png").read_bytes())
     (src / "notes.txt").write_text("not an image")
+    return src
+
+
+def test_exact_duplicates_parts_and_deterministic_bytes(tmp_path):
+    """--detector none on synthetic images: fast, so parts / duplicates / byte identity are cheap."""
+    src = _synthetic_src(tmp_path)
 
     def run(out, **kw):
         cfg = _cfg(out, from_dir=str(src), **kw)
@@ -226,6 +233,30 @@ def test_exact_duplicates_parts_and_deterministic_bytes(tmp_path):
         return
     merge_indexes(find_part_indexes(parts), parts / "index.json")
     assert sorted(_keys(parts)) == sorted(all_part_keys)
+
+
+def test_download_processes_give_the_same_shards_and_catalog(tmp_path):
+    """`download.processes=2` (the GIL-free whole-image path) changes where the work runs, not
+    what is written: the same shard bytes, the same statuses, reasons and errors."""
+    src = _synthetic_src(tmp_path, n=30)
+    (src / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0" + b"\x00" * 40)   # a JPEG header, then nothing
+
+    def run(out, processes):
+        cfg = _cfg(out, from_dir=str(src))
+        cfg.detect.backend, cfg.shards.maxcount = "none", 7
+        cfg.download.workers, cfg.download.processes = 4, processes
+        return run_curate(cfg, progress=False)
+
+    one, two = run(tmp_path / "one", 1), run(tmp_path / "two", 2)
+    assert one.photos == two.photos == {"done": 30, "skipped": 1, "failed": 1}
+    a, b = sorted((tmp_path / "one").glob("*.tar")), sorted((tmp_path / "two").glob("*.tar"))
+    assert len(a) == 5 and [x.read_bytes() for x in a] == [y.read_bytes() for y in b]
+
+    def ledger(out):
+        with Catalog(out / "sources.sqlite") as cat:
+            return sorted((r["title"], r["status"], r["reason"], r["error"]) for r in cat.all_photos())
+    assert ledger(tmp_path / "one") == ledger(tmp_path / "two")
+    assert sum(run(tmp_path / "two", 2).photos.values()) == 0   # resumes: nothing left to do
 
 
 # ---- crash safety --------------------------------------------------------------------------------
