@@ -22,7 +22,8 @@ from facesift.common.runtime import parse_part
 class DownloadConfig:
     workers: int = bounded(16, 1, 1024)              # download + decode threads (in all, over `processes`)
     processes: int = bounded(0, 0, 1024)             # --detector none: processes sharing the threads (one GIL each);
-                                                     # 0 = one per core from PROCESS_MIN_PHOTOS photos on
+                                                     # 0 = one per core from PROCESS_MIN_PHOTOS photos on;
+                                                     # at most per_host and workers
     cpu_slots: int = bounded(0, 0, 1024)             # of those, how many decode/process at once; 0 = CPU count
     queue_size: int = bounded(0, 0, 1_000_000)       # images in flight ahead of the detector; 0 = 8 × workers
     per_host: int = bounded(8, 1, 1024)              # concurrent connections to one host

@@ -8,7 +8,8 @@ and thread pool on chunks of rows; only the finished samples (a few tens of KB a
 back, and the parent's single sink keeps the shard order, the dedupe and exactly-once as before.
 
 Politeness holds over the processes together: each child gets `per_host // N` connections per
-host (at least 1), `workers / N` threads and `cpu_slots / N` decode slots. A child that dies
+host, `workers / N` threads and `cpu_slots / N` decode slots, and N never exceeds `per_host`
+(`auto_processes`), so the connections to one host stay within `per_host`. A child that dies
 (killed, out of memory) stops the run with a clear error; its photos were never acknowledged,
 so they stay pending and the next run redoes them.
 """
@@ -34,11 +35,11 @@ PROCESS_MIN_PHOTOS = 1000   # below this, starting the processes (~0.4 s of impo
 _child: dict[str, Any] = {}
 
 
-def auto_processes(setting: int, photos: int) -> int:
-    """`download.processes`: as set, or for 0 one per core when the run has enough photos."""
-    if setting:
-        return setting
-    return (os.cpu_count() or 1) if photos >= PROCESS_MIN_PHOTOS else 1
+def auto_processes(cfg: DownloadConfig, photos: int) -> int:
+    """`download.processes`: as set, or for 0 one per core when the run has enough photos; never
+    more than `per_host` (each process holds at least one connection to a host) or `workers`."""
+    n = cfg.processes or ((os.cpu_count() or 1) if photos >= PROCESS_MIN_PHOTOS else 1)
+    return max(1, min(n, cfg.per_host, cfg.workers))
 
 
 def child_config(cfg: DownloadConfig, processes: int) -> DownloadConfig:

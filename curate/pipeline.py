@@ -180,7 +180,7 @@ def _run_locked(cfg: CurateConfig, part: tuple[int, int] | None, out: Path, prog
                 loop["end"] = max(loop.get("end", end), end)
             return [encoders.submit(face_samples, f, d, cfg, detector_name) for f, d in zip(batch, dets)]
 
-        processes = auto_processes(cfg.download.processes, len(rows)) if post is not None else 1
+        processes = auto_processes(cfg.download, len(rows)) if post is not None else 1
         if processes > 1:
             log.info("curate: downloading in %d processes", processes)
         stream = download_in_processes(rows, fetch_cfg, post, processes) if processes > 1 else \

@@ -41,8 +41,8 @@ def test_results_come_back_in_order_from_every_process(tmp_path):
     got = list(download_in_processes(rows, DownloadConfig(workers=4), _size_of, 2))
     assert [f.row["id"] for f in got] == [r["id"] for r in rows]
     assert [f.processed[0] for f in got] == [(50, 40 + i) for i in range(20)]
-    pids = {f.processed[1] for f in got}
-    assert len(pids) == 2 and os.getpid() not in pids
+    pids = {f.processed[1] for f in got}   # which child takes which chunk is the scheduler's choice
+    assert 1 <= len(pids) <= 2 and os.getpid() not in pids
     assert all(f.sha256 and f.nbytes and f.image is None for f in got)
 
 
@@ -65,6 +65,9 @@ def test_the_processes_share_the_politeness_limits():
     per = child_config(cfg, 3)
     assert (per.workers, per.per_host, per.cpu_slots) == (6, 2, 1)
     assert child_config(DownloadConfig(per_host=1), 4).per_host == 1   # never zero
-    assert auto_processes(3, 5) == 3
-    assert auto_processes(0, PROCESS_MIN_PHOTOS - 1) == 1
-    assert auto_processes(0, PROCESS_MIN_PHOTOS) == (os.cpu_count() or 1)
+    assert auto_processes(DownloadConfig(processes=3), 5) == 3
+    assert auto_processes(DownloadConfig(), PROCESS_MIN_PHOTOS - 1) == 1
+    assert auto_processes(DownloadConfig(), PROCESS_MIN_PHOTOS) == min(os.cpu_count() or 1, 8)
+    # more processes than per_host would hold more connections to one host than it allows
+    assert auto_processes(DownloadConfig(processes=12, per_host=4), 5) == 4
+    assert auto_processes(DownloadConfig(processes=12, per_host=64, workers=6), 5) == 6
