@@ -3,7 +3,7 @@
 Why: with `--detector none` every photo's work is HTTP, decode, resize, hashes and a JPEG
 encode. The pixel work releases the GIL but the HTTP client, PIL's wrappers and the hand-offs do
 not, so one interpreter tops out near one core whatever the thread count (measured on 2 cores,
-2,000 sandbox photos: 3.6 s in one process, 2.3 s as two). Each child runs its own `Fetcher`
+2,000 sandbox photos: 3.3-3.6 s of work in one process, 2.5-2.8 s in two). Each child runs its own `Fetcher`
 and thread pool on chunks of rows; only the finished samples (a few tens of KB a photo) cross
 back, and the parent's single sink keeps the shard order, the dedupe and exactly-once as before.
 
