@@ -36,7 +36,7 @@ class TrainConfig:
     workers: int = bounded(2, 0)    # DataLoader processes (0 = in the main process)
     device: str = "auto"            # auto = cuda:<LOCAL_RANK> when available, else cpu
     amp: bool = True                # bf16 autocast on CUDA
-    cpu_amp: bool = False           # bf16 autocast of the training steps on CPUs with native bf16 (with `amp`): ~1.7x
+    cpu_amp: bool = False           # bf16 autocast of training and evaluation on CPUs with native bf16 (with `amp`)
                                     # faster where the CPU has avx512_bf16 (measured, resnet18 48 px); slower without
     channels_last: bool = True      # on CUDA
     ckpt_every: int = bounded(500, 0)  # steps between resumable checkpoints of a run (0 = never)

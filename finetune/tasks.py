@@ -141,7 +141,7 @@ class LandmarkTask(Task):
         perm = list(range(out.shape[1]))
         for a, b in ds.flip_pairs(out.shape[1], "test_flip"):
             perm[a], perm[b] = b, a
-        return 0.5 * (out + out_mirrored.flip(-1)[:, perm])
+        return 0.5 * (out.float() + out_mirrored.float().flip(-1)[:, perm])   # fp32 even under bf16 autocast
 
     def metrics(self, preds, targets, records, pairs=None):
         groups = [Path(r["path"]).parent.name for r in records]

@@ -22,14 +22,14 @@ import math
 import random
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 import torch
 from torch import nn
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, RandomSampler
 
 from facesift.common.progress import progress as progress_bar
+from facesift.common.optim import adamw
 from facesift.common.runtime import cpu_has_bf16, resolve_device
 from facesift.common.stopping import StopRequested, ignore_in_worker, requested
 from facesift.finetune.config import TrainConfig
@@ -85,12 +85,23 @@ def seed_everything(seed: int) -> None:
 def _warn_no_bf16() -> None:
     """Once per process: the warning would otherwise repeat for every trial and seed."""
     log.warning("train.cpu_amp: this CPU has no native bf16 (avx512_bf16/amx_bf16), where oneDNN's "
-                "emulated bf16 is many times slower than fp32: the training steps run in fp32")
+                "emulated bf16 is many times slower than fp32: training and evaluation run in fp32")
+
+
+def _cpu_bf16(cfg: TrainConfig, device: torch.device) -> bool:
+    """Whether this CPU run computes in bf16: asked for (`train.cpu_amp` with `train.amp`) and
+    native; where bf16 would be emulated (slower) it warns once and stays fp32."""
+    if not (cfg.cpu_amp and cfg.amp and device.type == "cpu"):
+        return False
+    if not cpu_has_bf16():
+        _warn_no_bf16()
+        return False   # a recipe asks for the speed, not for bf16: where it is slower, fp32
+    return True
 
 
 def _autocast(device: torch.device, enabled: bool, cpu: bool = False):
-    """bf16 autocast on CUDA; on CPU only when asked (`train.cpu_amp`, training steps only: the
-    evaluation decodes sub-pixel peaks from the heatmaps and stays fp32)."""
+    """bf16 autocast on CUDA; on CPU only when asked (`cpu`: `_cpu_bf16`). The outputs are decoded
+    in fp32 either way (the tasks' `predict` casts first)."""
     if enabled and (device.type == "cuda" or (cpu and device.type == "cpu")):
         return torch.autocast(device.type, dtype=torch.bfloat16)
     return contextlib.nullcontext()
@@ -103,18 +114,19 @@ def _to_device(x: torch.Tensor, device: torch.device, channels_last: bool) -> to
     return x
 
 
-def _loader(records, transform, batch_size: int, workers: int, seed: int, train: bool) -> DataLoader:
+def _loader(records, transform, batch_size: int, workers: int, seed: int, train: bool, steps: int = 0) -> DataLoader:
+    """Evaluation: the records once, in order. Training: `steps` batches from one stream of
+    reshuffled epochs (RandomSampler chains permutations), so that a small fraction does not end an
+    epoch every few steps. Each end of an epoch restarted the loader's worker and stalled the step
+    on its first batch: at 2 % of the labels (2 batches an epoch) 600 steps took 1.6x as long."""
     gen = torch.Generator()
     gen.manual_seed(seed)
-    return DataLoader(RecordDataset(records, transform), batch_size=min(batch_size, len(records)),
-                      shuffle=train, drop_last=train, num_workers=workers, generator=gen,
+    batch_size = min(batch_size, len(records))
+    dataset = RecordDataset(records, transform)
+    sampler = RandomSampler(dataset, num_samples=steps * batch_size, generator=gen) if train else None
+    return DataLoader(dataset, batch_size=batch_size, sampler=sampler, drop_last=train, num_workers=workers,
                       pin_memory=torch.cuda.is_available(), persistent_workers=False,
                       worker_init_fn=ignore_in_worker if workers else None)
-
-
-def _cycle(loader: DataLoader) -> Iterator:
-    while True:
-        yield from loader
 
 
 def make_optimizer(model: TaskModel, hp: HParams, cfg: TrainConfig):
@@ -126,7 +138,7 @@ def make_optimizer(model: TaskModel, hp: HParams, cfg: TrainConfig):
     elif trunk:   # relative LR 0 = frozen trunk weights (BN stats still adapt)
         for p in trunk:
             p.requires_grad_(False)
-    opt = torch.optim.AdamW(groups, weight_decay=cfg.weight_decay)
+    opt = adamw(groups, weight_decay=cfg.weight_decay)
     warm = max(1, int(cfg.warmup * hp.steps))
 
     def factor(step: int) -> float:
@@ -150,10 +162,7 @@ def train(model: TaskModel, task, records: list[dict], hp: HParams, cfg: TrainCo
     device = device or pick_device(cfg.device)
     seed_everything(seed)
     model.to(device)
-    cpu_amp = cfg.cpu_amp
-    if cfg.cpu_amp and cfg.amp and device.type == "cpu" and not cpu_has_bf16():
-        _warn_no_bf16()
-        cpu_amp = False   # a recipe asks for the speed, not for bf16: where it is slower, fp32
+    cpu_amp = _cpu_bf16(cfg, device)
     if cfg.channels_last and device.type == "cuda":
         model.to(memory_format=torch.channels_last)
     opt, sched = make_optimizer(model, hp, cfg)
@@ -167,12 +176,13 @@ def train(model: TaskModel, task, records: list[dict], hp: HParams, cfg: TrainCo
         start, losses = state["step"], state["losses"]
         log.info("resuming %s at step %d/%d", ckpt.parent.name, start, hp.steps)
     # the data stream restarts from a seed that depends on where we resume, so resuming is reproducible
-    data = _cycle(_loader(records, task.transform(True), cfg.batch_size, cfg.workers, seed + start, True))
+    left = max(1, hp.steps - start)   # a run checkpointed at its last step still builds its stream
+    data = iter(_loader(records, task.transform(True), cfg.batch_size, cfg.workers, seed + start, True, left))
     pool = None
     if teacher is not None:
         teacher.to(device).eval()
-        pool = _cycle(_loader(unlabelled, task.unlabelled_transform(), cfg.batch_size, cfg.workers,
-                              seed + start + 1, True))
+        pool = iter(_loader(unlabelled, task.unlabelled_transform(), cfg.batch_size, cfg.workers,
+                            seed + start + 1, True, left))
     model.train()
     bar = None
     if progress:
@@ -235,8 +245,9 @@ def predict(model: nn.Module, task, records: list[dict], cfg: TrainConfig,
     model.to(device).eval()
     preds, targets = [], []
     mirror = getattr(task.cfg, "test_flip", False) and hasattr(task, "merge_flipped")
+    cpu_amp = _cpu_bf16(cfg, device)
     for x, y in _loader(records, transform or task.transform(False), cfg.eval_batch_size, cfg.workers, 0, False):
-        with _autocast(device, cfg.amp):
+        with _autocast(device, cfg.amp, cpu=cpu_amp):
             x = _to_device(x, device, cfg.channels_last)
             out = model(x)
             if mirror:

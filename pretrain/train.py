@@ -54,6 +54,7 @@ from facesift.shards.index import shard_urls
 from facesift.common.atomic import atomic_write_json, remove_stale_temps
 from facesift.common.config import resolve, save_config
 from facesift.common.lock import LOCK_NAME, LockHeld, output_lock
+from facesift.common.optim import adamw
 from facesift.common.runtime import cpu_has_bf16, env_rank
 from facesift.common.stopping import GracefulStop, stop_code
 
@@ -142,7 +143,7 @@ def _build(cfg: PretrainConfig, di: D.DistInfo, lr: float
     model = model.to(di.device, memory_format=torch.channels_last if cfg.channels_last else torch.contiguous_format)
     groups = param_groups(model, cfg.optim.weight_decay, cfg.optim.exclude_bn_bias)
     if cfg.optim.adamw:   # weight decay per group (0 on BN/bias when excluded), decoupled as in AdamW
-        optimizer = torch.optim.AdamW(groups, lr=lr, betas=(0.9, 0.999))
+        optimizer = adamw(groups, lr=lr, betas=(0.9, 0.999))
     elif cfg.optim.lars:
         optimizer = LARS(groups, lr=lr, momentum=cfg.optim.momentum,
                          weight_decay=cfg.optim.weight_decay, trust_coefficient=cfg.optim.trust_coefficient)
